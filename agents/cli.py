@@ -1,0 +1,126 @@
+"""The `opspulse` command line (see the contract: replay, worker, snapshot, generate, demo, bench).
+
+Exit status: 0 ok, 2 bad usage or configuration, 1 runtime error with a
+one-line message (the traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from state.config import ConfigError
+
+
+class UsageError(Exception):
+    """Bad command-line usage (exit 2)."""
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from agents.replay import replay_files, write_json, write_users
+    from agents.settings import load_config
+
+    config = load_config(args.config)
+    if not args.clicks and not args.orders:
+        raise UsageError("replay needs --clicks and/or --orders")
+    report, fold, rate = replay_files(
+        config,
+        Path(args.clicks) if args.clicks else None,
+        Path(args.orders) if args.orders else None,
+        Path(args.spend) if args.spend else None,
+        progress=not args.quiet,
+    )
+    write_json(report, args.output)
+    if args.users_output:
+        write_users(fold, Path(args.users_output))
+    if not args.quiet:
+        events = report["events"]
+        print(
+            f"replay: {events['consumed']:,} events ({events['valid']:,} valid, "
+            f"{events['duplicates']:,} duplicates, {events['invalid']:,} invalid), "
+            f"{len(fold.users):,} users, {rate:,.0f} events/s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from agents.generate import run_generate
+
+    return run_generate(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from agents.worker import run_worker
+
+    return run_worker(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opspulse",
+        description="Real-time operations metrics from Kafka click and order streams.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    replay = sub.add_parser("replay", help="compute the report from JSONL files (batch)")
+    replay.add_argument("--clicks", metavar="FILE", help="click events, JSON Lines (.gz ok)")
+    replay.add_argument("--orders", metavar="FILE", help="order events, JSON Lines (.gz ok)")
+    replay.add_argument("--spend", metavar="FILE", help="acquisition spend events, JSON Lines")
+    replay.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (default: $OPSPULSE_CONFIG)"
+    )
+    replay.add_argument("--output", metavar="FILE", help="write the report here (default: stdout)")
+    replay.add_argument("--users-output", metavar="FILE", help="write one JSON line per user here")
+    replay.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    replay.set_defaults(func=_replay)
+
+    generate = sub.add_parser("generate", help="synthetic click/order/spend traffic")
+    from agents.generate import add_generate_arguments
+
+    add_generate_arguments(generate)
+    generate.set_defaults(func=_generate)
+
+    worker = sub.add_parser("worker", help="run one streaming worker (Faust)")
+    worker.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (default: $OPSPULSE_CONFIG)"
+    )
+    worker.add_argument("--web-port", type=int, default=6066, help="HTTP port (default 6066)")
+    worker.add_argument(
+        "--web-host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)"
+    )
+    worker.add_argument(
+        "--data-dir", default=".opspulse", help="local state directory (default .opspulse)"
+    )
+    worker.add_argument(
+        "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"]
+    )
+    worker.set_defaults(func=_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ConfigError) as exc:
+        print(f"opspulse {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line for people, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"opspulse {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

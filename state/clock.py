@@ -1,0 +1,57 @@
+"""Calendar days in the configured timezone, as integer day numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+DAY_MS = 86_400_000
+_BUCKET_MS = 900_000  # UTC offsets are looked up per quarter hour and cached
+_ORDINAL_1970 = dt.date(1970, 1, 1).toordinal()
+
+
+class DayClock:
+    """Maps epoch ms to the local day number (days since 1970-01-01 in `timezone`)."""
+
+    def __init__(self, timezone: str = "UTC") -> None:
+        self.timezone = timezone
+        self._zone = zoneinfo.ZoneInfo(timezone)
+        self._fixed = 0 if timezone in ("UTC", "Etc/UTC") else None
+        self._offsets: dict[int, int | None] = {}
+
+    def _offset_ms(self, ts: int) -> int:
+        offset = dt.datetime.fromtimestamp(ts / 1000, self._zone).utcoffset()
+        assert offset is not None  # a ZoneInfo always has an offset
+        return int(offset.total_seconds() * 1000)
+
+    def day(self, ts: int) -> int:
+        """Local day number of the instant `ts` (epoch ms)."""
+        if self._fixed is not None:
+            return (ts + self._fixed) // DAY_MS
+        bucket = ts // _BUCKET_MS
+        offset = self._offsets.get(bucket, -1)
+        if offset == -1:
+            start = bucket * _BUCKET_MS
+            first, last = self._offset_ms(start), self._offset_ms(start + _BUCKET_MS - 1)
+            offset = first if first == last else None
+            if len(self._offsets) > 200_000:
+                self._offsets.clear()
+            self._offsets[bucket] = offset
+        if offset is None:  # a transition inside this quarter hour
+            offset = self._offset_ms(ts)
+        return (ts + offset) // DAY_MS
+
+    def day_start_ms(self, day: int) -> int:
+        """The first instant (epoch ms) of local day `day`."""
+        date = dt.date.fromordinal(_ORDINAL_1970 + day)
+        start = dt.datetime(date.year, date.month, date.day, tzinfo=self._zone)
+        return int(start.timestamp() * 1000)
+
+    @staticmethod
+    def iso(day: int) -> str:
+        """Day number → 'YYYY-MM-DD'."""
+        return dt.date.fromordinal(_ORDINAL_1970 + day).isoformat()
+
+    @staticmethod
+    def from_iso(text: str) -> int:
+        return dt.date.fromisoformat(text).toordinal() - _ORDINAL_1970

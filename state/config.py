@@ -1,0 +1,211 @@
+"""The configuration model: validated where it enters, errors name the bad key."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from typing import Any
+
+DAY_MS = 86_400_000
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": DAY_MS}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key and the rule."""
+
+
+def parse_duration_ms(value: Any, key: str) -> int:
+    """'30m', '24h', '2d', '500ms', or a number of seconds → milliseconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration like '24h' or seconds, got {value!r}")
+    if isinstance(value, int | float):
+        ms = int(value * 1000)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        ms = int(float(match.group(1)) * _UNIT_MS[match.group(2)])
+    else:
+        raise ConfigError(
+            f"{key}: expected a duration like '24h', '30m', '2d' or seconds, got {value!r}"
+        )
+    if ms < 0:
+        raise ConfigError(f"{key}: duration must be >= 0, got {value!r}")
+    return ms
+
+
+@dataclass(frozen=True)
+class FunnelSpec:
+    """An ordered list of event types and the window that binds them to step 1."""
+
+    name: str
+    steps: tuple[str, ...]
+    window_ms: int
+
+
+@dataclass(frozen=True)
+class Topics:
+    clicks: str = "clicks"
+    orders: str = "orders"
+    spend: str = "spend"
+    dlq: str = "opspulse.dlq"
+    kpi: str = "opspulse.kpi"
+    segments: str = "opspulse.segments"
+    churn_scores: str = "opspulse.churn-scores"
+    alerts: str = "opspulse.alerts"
+    triggers: str = "opspulse.triggers"
+    partitions: int = 8
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    cart_abandon_after_ms: int = 30 * 60_000
+    churn_horizon_ms: int = 7 * DAY_MS
+    churn_risk: float = 0.7
+    experiment_window_ms: int = 7 * DAY_MS
+    ltv_growth: float = 300.0
+    ltv_high: float = 800.0
+
+
+DEFAULT_FUNNELS = (
+    FunnelSpec("purchase", ("page_view", "add_to_cart", "checkout", "order_paid"), DAY_MS),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    timezone: str = "UTC"
+    funnels: tuple[FunnelSpec, ...] = DEFAULT_FUNNELS
+    allowed_lateness_ms: int = 2 * DAY_MS
+    inactive_types: frozenset[str] = frozenset({"push_sent", "order_refunded"})
+    max_message_bytes: int = 64 * 1024
+    commit_interval_ms: int = 1000
+    topics: Topics = field(default_factory=Topics)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> Config:
+        """Build from parsed TOML; unknown or malformed keys raise ConfigError."""
+        known = {
+            "timezone", "funnels", "allowed_lateness", "inactive_types",
+            "max_message_bytes", "commit_interval", "topics", "thresholds",
+        }  # fmt: skip
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
+        kwargs: dict[str, Any] = {}
+        if "timezone" in data:
+            kwargs["timezone"] = _timezone(data["timezone"])
+        if "funnels" in data:
+            kwargs["funnels"] = _funnels(data["funnels"])
+        if "allowed_lateness" in data:
+            kwargs["allowed_lateness_ms"] = parse_duration_ms(
+                data["allowed_lateness"], "allowed_lateness"
+            )
+        if "commit_interval" in data:
+            kwargs["commit_interval_ms"] = parse_duration_ms(
+                data["commit_interval"], "commit_interval"
+            )
+            if kwargs["commit_interval_ms"] <= 0:
+                raise ConfigError("commit_interval: must be > 0")
+        if "inactive_types" in data:
+            kwargs["inactive_types"] = frozenset(
+                _string_list(data["inactive_types"], "inactive_types")
+            )
+        if "max_message_bytes" in data:
+            kwargs["max_message_bytes"] = _positive_int(
+                data["max_message_bytes"], "max_message_bytes"
+            )
+        if "topics" in data:
+            kwargs["topics"] = _topics(data["topics"])
+        if "thresholds" in data:
+            kwargs["thresholds"] = _thresholds(data["thresholds"])
+        return cls(**kwargs)
+
+
+def _timezone(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"timezone: expected an IANA name like 'Asia/Shanghai', got {value!r}")
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"timezone: unknown IANA timezone {value!r}") from None
+    return value
+
+
+def _string_list(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key}: expected a list of non-empty strings, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _funnels(value: Any) -> tuple[FunnelSpec, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("funnels: expected an array of tables ([[funnels]])")
+    specs, names = [], set()
+    for i, item in enumerate(value):
+        key = f"funnels[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key}: expected a table with name, steps, window")
+        for k in item:
+            if k not in ("name", "steps", "window"):
+                raise ConfigError(f"{key}.{k}: unknown key (known: name, steps, window)")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{key}.name: expected a non-empty string")
+        if name in names:
+            raise ConfigError(f"{key}.name: funnel {name!r} is defined twice")
+        names.add(name)
+        steps = _string_list(item.get("steps"), f"{key}.steps")
+        if not 1 <= len(steps) <= 32:
+            raise ConfigError(f"{key}.steps: expected 1 to 32 steps, got {len(steps)}")
+        if len(set(steps)) != len(steps):
+            raise ConfigError(f"{key}.steps: each event type may appear once, got {steps}")
+        window = parse_duration_ms(item.get("window", "24h"), f"{key}.window")
+        if window <= 0:
+            raise ConfigError(f"{key}.window: must be > 0")
+        specs.append(FunnelSpec(name, tuple(steps), window))
+    return tuple(specs)
+
+
+def _topics(value: Any) -> Topics:
+    if not isinstance(value, dict):
+        raise ConfigError("topics: expected a table")
+    defaults = Topics()
+    kwargs: dict[str, Any] = {}
+    for k, v in value.items():
+        attr = k.replace("-", "_")
+        if not hasattr(defaults, attr):
+            raise ConfigError(f"topics.{k}: unknown key")
+        if attr == "partitions":
+            kwargs[attr] = _positive_int(v, "topics.partitions")
+        elif not isinstance(v, str) or not v:
+            raise ConfigError(f"topics.{k}: expected a topic name")
+        else:
+            kwargs[attr] = v
+    return Topics(**kwargs)
+
+
+def _thresholds(value: Any) -> Thresholds:
+    if not isinstance(value, dict):
+        raise ConfigError("thresholds: expected a table")
+    durations = {"cart_abandon_after", "churn_horizon", "experiment_window"}
+    kwargs: dict[str, Any] = {}
+    for k, v in value.items():
+        key = f"thresholds.{k}"
+        if k in durations:
+            kwargs[f"{k}_ms"] = parse_duration_ms(v, key)
+        elif k in ("churn_risk", "ltv_growth", "ltv_high"):
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ConfigError(f"{key}: expected a number >= 0, got {v!r}")
+            kwargs[k] = float(v)
+        else:
+            raise ConfigError(f"{key}: unknown key")
+    if kwargs.get("churn_risk", 0) > 1:
+        raise ConfigError("thresholds.churn_risk: expected a probability in 0..1")
+    return Thresholds(**kwargs)

@@ -1,0 +1,125 @@
+"""Partial aggregates: what one partition contributes to the report.
+
+Partials form a commutative monoid: `merge` is element-wise addition, so the
+cluster-wide numbers are the sum of the partitions' partials in any order.
+Effects are the increments a user transition produces; they are plain
+tuples so the hot path allocates little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Day aggregate fields (index into the per-day list).
+EVENTS, DAU, WAU, MAU, NEW_USERS, PAYING_USERS, ORDERS_PAID, GMV_CENTS, REFUNDS_CENTS = range(9)
+DAY_FIELDS = (
+    "events", "dau", "wau", "mau", "new_users",
+    "paying_users", "orders_paid", "gmv_cents", "refunds_cents",
+)  # fmt: skip
+RETENTION_DAYS = 91  # n = 0..90
+
+# Effect kinds: (DAY_EFFECT, day, field, delta), (RETENTION_EFFECT, cohort, n, delta),
+# (FUNNEL_EFFECT, funnel index, day, old level, new level).
+DAY_EFFECT, RETENTION_EFFECT, FUNNEL_EFFECT = 0, 1, 2
+
+COUNTERS = ("consumed", "valid", "duplicates", "invalid", "late")
+
+Effect = tuple[int, ...]
+
+
+@dataclass
+class Partials:
+    """Additive aggregates keyed by local day number."""
+
+    funnel_steps: tuple[int, ...] = ()
+    days: dict[int, list[int]] = field(default_factory=dict)
+    retention: dict[int, list[int]] = field(default_factory=dict)
+    funnels: list[dict[int, list[int]]] = field(default_factory=list)
+    spend: dict[tuple[str, int], int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+
+    def __post_init__(self) -> None:
+        if not self.funnels:
+            self.funnels = [{} for _ in self.funnel_steps]
+
+    def add(self, effects: Iterable[Effect]) -> None:
+        """Apply a transition's effects."""
+        for effect in effects:
+            kind = effect[0]
+            if kind == DAY_EFFECT:
+                _, day, index, delta = effect
+                row = self.days.get(day)
+                if row is None:
+                    row = self.days[day] = [0] * len(DAY_FIELDS)
+                row[index] += delta
+            elif kind == RETENTION_EFFECT:
+                _, cohort, n, delta = effect
+                row = self.retention.get(cohort)
+                if row is None:
+                    row = self.retention[cohort] = [0] * RETENTION_DAYS
+                row[n] += delta
+            else:
+                _, funnel, day, old, new = effect
+                counts = self.funnels[funnel].get(day)
+                if counts is None:
+                    counts = self.funnels[funnel][day] = [0] * self.funnel_steps[funnel]
+                if new > old:
+                    for k in range(old, new):
+                        counts[k] += 1
+                else:
+                    for k in range(new, old):
+                        counts[k] -= 1
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.counters[counter] += n
+
+    def add_spend(self, channel: str, day: int, cents: int) -> None:
+        self.spend[(channel, day)] = self.spend.get((channel, day), 0) + cents
+
+    def merge(self, other: Partials) -> Partials:
+        """In-place sum with another partition's partials; returns self."""
+        if other.funnel_steps != self.funnel_steps:
+            raise ValueError("cannot merge partials of different funnel definitions")
+        _add_rows(self.days, other.days)
+        _add_rows(self.retention, other.retention)
+        for mine, theirs in zip(self.funnels, other.funnels, strict=True):
+            _add_rows(mine, theirs)
+        for key, cents in other.spend.items():
+            self.spend[key] = self.spend.get(key, 0) + cents
+        for name, n in other.counters.items():
+            self.counters[name] = self.counters.get(name, 0) + n
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form (for the KPI topic and files)."""
+        return {
+            "funnel_steps": list(self.funnel_steps),
+            "days": {str(d): row for d, row in self.days.items()},
+            "retention": {str(c): row for c, row in self.retention.items()},
+            "funnels": [{str(d): row for d, row in f.items()} for f in self.funnels],
+            "spend": [[ch, d, c] for (ch, d), c in self.spend.items()],
+            "counters": dict(self.counters),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Partials:
+        return cls(
+            funnel_steps=tuple(data["funnel_steps"]),
+            days={int(d): list(row) for d, row in data["days"].items()},
+            retention={int(c): list(row) for c, row in data["retention"].items()},
+            funnels=[{int(d): list(row) for d, row in f.items()} for f in data["funnels"]],
+            spend={(ch, int(d)): int(c) for ch, d, c in data["spend"]},
+            counters=dict(data["counters"]),
+        )
+
+
+def _add_rows(into: dict[int, list[int]], rows: dict[int, list[int]]) -> None:
+    for key, row in rows.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = list(row)
+        else:
+            for i, value in enumerate(row):
+                mine[i] += value
