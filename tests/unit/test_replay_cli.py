@@ -33,7 +33,16 @@ def test_replay_writes_the_report_and_users(tmp_path):
     clicks = write_jsonl(tmp_path / "clicks.jsonl.gz", clicks_rows() + [b"{bad"], compress=True)
     orders = write_jsonl(
         tmp_path / "orders.jsonl",
-        [{"event_id": "o1", "user_id": "u1", "ts": T0 + 5, "type": "order_paid", "order_id": "x", "amount": 9.99}],
+        [
+            {
+                "event_id": "o1",
+                "user_id": "u1",
+                "ts": T0 + 5,
+                "type": "order_paid",
+                "order_id": "x",
+                "amount": 9.99,
+            }
+        ],
     )
     out, users = tmp_path / "report.json", tmp_path / "users.jsonl"
     code = main(["replay", "--clicks", str(clicks), "--orders", str(orders), "--output", str(out),
@@ -42,7 +51,13 @@ def test_replay_writes_the_report_and_users(tmp_path):
     report = orjson.loads(out.read_bytes())
     assert report["schema"] == "opspulse.report/1"
     # 50 clicks + 1 order valid, 1 invalid line.
-    assert report["events"] == {"consumed": 52, "valid": 51, "duplicates": 0, "invalid": 1, "late": 0}
+    assert report["events"] == {
+        "consumed": 52,
+        "valid": 51,
+        "duplicates": 0,
+        "invalid": 1,
+        "late": 0,
+    }
     assert report["days"]["2026-11-01"]["gmv"] == 9.99
     lines = [orjson.loads(line) for line in users.read_bytes().splitlines()]
     assert [u["user_id"] for u in lines] == [f"u{i}" for i in range(7)]
@@ -55,14 +70,18 @@ def test_unsorted_input_gives_the_same_report_as_sorted(tmp_path, monkeypatch):
     random.Random(7).shuffle(shuffled)
     monkeypatch.setattr("agents.replay.RUN_LINES", 37)  # several spilled runs
     sorted_report, _, _ = replay_files(Config(), write_jsonl(tmp_path / "a.jsonl", rows), None)
-    shuffled_report, _, _ = replay_files(Config(), write_jsonl(tmp_path / "b.jsonl", shuffled + [b"[]"]), None)
+    shuffled_report, _, _ = replay_files(
+        Config(), write_jsonl(tmp_path / "b.jsonl", shuffled + [b"[]"]), None
+    )
     assert shuffled_report["events"]["invalid"] == 1
     shuffled_report["events"] = sorted_report["events"]
     assert shuffled_report == sorted_report
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path):
@@ -104,13 +123,18 @@ def test_config_file_sets_timezone_and_funnels(tmp_path):
                     '[[funnels]]\nname = "signup"\nsteps = ["page_view", "signup"]\nwindow = "30m"\n')  # fmt: skip
     config = load_config(str(path))
     assert config.timezone == "Asia/Shanghai" and config.allowed_lateness_ms == 6 * 3_600_000
-    assert [(f.name, f.steps, f.window_ms) for f in config.funnels] == [("signup", ("page_view", "signup"), 1_800_000)]
+    assert [(f.name, f.steps, f.window_ms) for f in config.funnels] == [
+        ("signup", ("page_view", "signup"), 1_800_000)
+    ]
 
 
 def test_missing_input_is_a_one_line_runtime_error(tmp_path):
     result = run_cli("replay", "--clicks", str(tmp_path / "nope.jsonl"))
     assert result.returncode == 1
-    assert result.stderr.strip() == f"opspulse replay: error: input file not found: {tmp_path / 'nope.jsonl'}"
+    assert (
+        result.stderr.strip()
+        == f"opspulse replay: error: input file not found: {tmp_path / 'nope.jsonl'}"
+    )
 
 
 def test_replay_without_inputs_is_bad_usage():

@@ -1,0 +1,84 @@
+"""opspulse against ClickHouse (chdb): the funnel level and whole reports, number for number."""
+
+import datetime as dt
+
+import clickhouse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import TIMEZONES, event_sets
+
+from state.clock import DayClock
+from state.config import DAY_MS, Config, FunnelSpec
+from state.fold import Fold
+from state.funnel import funnel_level
+from state.report import build_report
+
+STEP_TYPES = ["A", "B", "C", "D"]
+
+
+@st.composite
+def funnel_cases(draw):
+    n_steps = draw(st.integers(2, 4))
+    base = 20758 * DAY_MS - 8  # step-1 events fall on both sides of midnight UTC
+    events = draw(
+        st.lists(
+            st.tuples(st.integers(0, 24).map(lambda t: base + t), st.sampled_from(STEP_TYPES[: n_steps] + ["X"])),
+            max_size=12,
+        )
+    )
+    window = draw(st.sampled_from([0, 1, 2, 3, 5, 10]))
+    day = draw(st.sampled_from([20757, 20758]))
+    return events, n_steps, window, day
+
+
+@settings(max_examples=300, deadline=None)
+@given(funnel_cases())
+def test_funnel_level_equals_clickhouse_window_funnel(case):
+    events, n_steps, window, day = case
+    steps = STEP_TYPES[:n_steps]
+    ours = sorted((ts, steps.index(kind), ts // DAY_MS) for ts, kind in events if kind in steps)
+    expected = clickhouse.clickhouse_funnel_level(events, steps, window, day, "UTC")
+    assert funnel_level(ours, n_steps, window, day) == expected
+
+
+FUNNELS = (
+    FunnelSpec("purchase", ("page_view", "add_to_cart", "checkout", "order_paid"), DAY_MS),
+    FunnelSpec("quick", ("login", "add_to_cart"), 3_600_000),
+)
+
+
+def as_dicts(events):
+    return [
+        {"event_id": e.event_id, "user_id": e.user_id, "ts": e.ts, "type": e.type}
+        | ({"amount": e.amount_cents / 100} if e.type.startswith("order") else {})
+        for e in events
+    ]
+
+
+def oracle_report(events, config):
+    return clickhouse.clickhouse_report(
+        as_dicts(events),
+        timezone=config.timezone,
+        funnels=[(f.name, list(f.steps), f.window_ms) for f in config.funnels],
+        inactive_types=tuple(config.inactive_types),
+    )
+
+
+def ours(events, config):
+    fold = Fold(config)
+    fold.apply_batch([(e.user_id, e) for e in sorted(events, key=lambda e: e.ts)], "p")
+    report = build_report(fold.partials, config)
+    return {k: report[k] for k in ("days", "retention", "funnels")}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_sets(), st.sampled_from(TIMEZONES))
+def test_random_event_sets_match_clickhouse(events, tz):
+    config = Config(timezone=tz, funnels=FUNNELS)
+    assert ours(events, config) == oracle_report(events, config)
+
+
+def test_day_numbers_match_calendar_dates():
+    clock = DayClock("Asia/Shanghai")
+    assert clock.iso(clock.day(20758 * DAY_MS + 16 * 3_600_000)) == "2026-11-02"
+    assert DayClock.from_iso("2026-11-01") == 20758 == (dt.date(2026, 11, 1) - dt.date(1970, 1, 1)).days
