@@ -1,7 +1,9 @@
-"""The Faust application: settings, topics, the ingest agent and web views.
+"""The Faust application: settings, the ingest agent, the commit timer, web views.
 
-Agents stay short: parse, call `state/`, write topics. Everything a number
-depends on lives in `state/`.
+Faust keeps group membership, assignment, rebalances and the input offset
+commits; the agent only hands messages to the pipeline, which acknowledges
+them once the partition's state transaction has committed (see
+agents/statestore.py for why that makes counting exact).
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 from aiohttp.web import Response
+from faust.exceptions import SameNode
 
+from agents.metrics import Metrics
 from agents.pipeline import Pipeline
-from agents.settings import broker_url
+from agents.settings import bootstrap_servers, broker_url
+from agents.snapshot import snapshot_report
 from state.config import Config
+from state.report import user_summary
 
 log = logging.getLogger("opspulse")
 
@@ -39,13 +46,14 @@ def create_app(
         web_host=web_host,
         web_bind=web_host,
         web_port=web_port,
+        canonical_url=f"http://{web_host}:{web_port}",
         web_tables_enabled=False,  # no table dumps over HTTP
         web_graph_enabled=False,
         web_stats_enabled=False,
         web_router_enabled=False,
+        web_metrics_enabled=False,
         topic_partitions=config.topics.partitions,
         topic_replication_factor=1,
-        topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
@@ -54,35 +62,88 @@ def create_app(
     topics = config.topics
     inputs = app.topic(
         topics.clicks, topics.orders, key_serializer="raw", value_serializer="raw",
-        partitions=topics.partitions,
+        partitions=topics.partitions, internal=False,
     )  # fmt: skip
-    dlq = app.topic(
-        topics.dlq, key_serializer="raw", value_serializer="raw", partitions=topics.partitions
-    )
-    pipeline = Pipeline(config, send=_dlq_sender(dlq))
+    metrics = Metrics(config)
+    pipeline = Pipeline(config, bootstrap_servers(), app_id, metrics=metrics)
+    metrics.attach(pipeline, app)
     app.opspulse_pipeline = pipeline  # type: ignore[attr-defined]
+    input_topics = {topics.clicks, topics.orders}
 
     @app.agent(inputs, name="opspulse.ingest")
     async def ingest(stream: Any) -> None:
-        async for event in stream.events():
+        async for event in stream.noack().events():
             message = event.message
-            await pipeline.handle(
-                message.topic, message.partition, message.offset, message.key, message.value
-            )
+            if message.partition not in pipeline.partitions:
+                await pipeline.wait_ready(message.partition)
+            if not pipeline.handle(
+                message.topic,
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                event.ack,
+            ):
+                # Never ack what was not applied: it would be committed and lost.
+                raise RuntimeError(f"message of unassigned partition {message.tp} {message.offset}")
+
+    @app.timer(interval=config.commit_interval_ms / 1000, name="opspulse.commit")
+    async def commit() -> None:
+        try:
+            await pipeline.commit_all()
+        except Exception as exc:  # the state in memory is ahead of Kafka: start over
+            log.error("state commit failed, stopping the worker: %r", exc)
+            await app.crash(exc)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: Any, revoked: Any, **_: Any) -> None:
+        await pipeline.revoke({tp.partition for tp in revoked if tp.topic in input_topics})
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: Any, assigned: Any, **_: Any) -> None:
+        await pipeline.assign({tp.partition for tp in assigned if tp.topic in input_topics})
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Response:
         return web.json({"status": "ok"})
 
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Response:
+        is_ready = (
+            app.rebalancing is False and not pipeline.recovering and bool(pipeline.partitions)
+        )
+        body = {
+            "ready": is_ready,
+            "partitions": sorted(pipeline.partitions),
+            "recovering": sorted(pipeline.recovering),
+        }
+        return web.json(body, status=200 if is_ready else 503)
+
     @app.page("/report")
     async def report(web: Any, request: Any) -> Response:
-        return web.json(pipeline.report())
+        return web.bytes(
+            _json(await snapshot_report(bootstrap_servers(), config)),
+            content_type="application/json",
+        )
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Response:
+        body, content_type = metrics.exposition()
+        return web.bytes(body, content_type=content_type.split(";")[0])
+
+    @app.page("/users/{user_id}")
+    async def user_view(web: Any, request: Any, user_id: str) -> Response:
+        found = pipeline.user(user_id)
+        if found is None:
+            try:
+                return await app.router.route_topic_req(inputs, user_id.encode(), web, request)
+            except SameNode:
+                return web.json({"error": f"unknown user {user_id!r}"}, status=404)
+        partition, user = found
+        return web.json({**user_summary(user_id, user), "partition": partition})
 
     return app
 
 
-def _dlq_sender(topic: Any) -> Any:
-    async def send(_name: str, *, value: bytes, key: bytes | None, headers: list) -> Any:
-        return await topic.send(key=key, value=value, headers=headers)
-
-    return send
+def _json(data: Any) -> bytes:
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)

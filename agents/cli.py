@@ -58,6 +58,12 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(args)
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from agents.snapshot import run_snapshot
+
+    return run_snapshot(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="opspulse",
@@ -99,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"]
     )
     worker.set_defaults(func=_worker)
+
+    snapshot = sub.add_parser("snapshot", help="the live cluster-wide report (from opspulse.kpi)")
+    snapshot.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (default: $OPSPULSE_CONFIG)"
+    )
+    snapshot.add_argument(
+        "--output", metavar="FILE", help="write the report here (default: stdout)"
+    )
+    snapshot.set_defaults(func=_snapshot)
     return parser
 
 

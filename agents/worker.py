@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 
-from agents.settings import load_config
+from agents.settings import bootstrap_servers, load_config
+
+APP_ID = "opspulse"
 
 
 def run_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from agents.app import create_app
+    from agents.topics import ensure_topics
 
     config = load_config(args.config)
-    app = create_app(config, web_host=args.web_host, web_port=args.web_port, data_dir=args.data_dir)
-    logging.getLogger("opspulse").setLevel(
-        args.loglevel.upper().replace("CRIT", "CRITICAL").replace("WARN", "WARNING")
+    asyncio.run(ensure_topics(bootstrap_servers(), config, APP_ID))
+    app = create_app(
+        config,
+        web_host=args.web_host,
+        web_port=args.web_port,
+        data_dir=args.data_dir,
+        app_id=APP_ID,
     )
-    worker = Worker(app, loglevel=args.loglevel, web_port=args.web_port, web_host=args.web_host)
-    worker.execute_from_commandline()  # returns only via SystemExit on shutdown
+    level = {"crit": "CRITICAL", "warn": "WARNING"}.get(args.loglevel, args.loglevel.upper())
+    logging.getLogger("opspulse").setLevel(level)
+    worker = Worker(app, loglevel=args.loglevel)
+    worker.execute_from_commandline()  # exits the process on shutdown
     return 0

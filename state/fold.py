@@ -96,6 +96,11 @@ class Fold:
         self.partials.counters["consumed"] += n
         self.partials.counters["invalid"] += n
 
+    def restore_horizon(self) -> None:
+        """Recompute the compaction horizon after watermarks were restored."""
+        if self.watermarks:
+            self._update_horizon()
+
     def _update_horizon(self) -> None:
         if not self.sources <= self.watermarks.keys():
             return

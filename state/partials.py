@@ -39,6 +39,7 @@ class Partials:
     funnels: list[dict[int, list[int]]] = field(default_factory=list)
     spend: dict[tuple[str, int], int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    dirty_days: set[int] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.funnels:
@@ -46,8 +47,10 @@ class Partials:
 
     def add(self, effects: Iterable[Effect]) -> None:
         """Apply a transition's effects."""
+        dirty = self.dirty_days
         for effect in effects:
             kind = effect[0]
+            dirty.add(effect[1] if kind != FUNNEL_EFFECT else effect[2])
             if kind == DAY_EFFECT:
                 _, day, index, delta = effect
                 row = self.days.get(day)
@@ -91,6 +94,31 @@ class Partials:
         for name, n in other.counters.items():
             self.counters[name] = self.counters.get(name, 0) + n
         return self
+
+    def take_dirty_days(self) -> set[int]:
+        """Days whose aggregates changed since the last call."""
+        dirty, self.dirty_days = self.dirty_days, set()
+        return dirty
+
+    def day_record(self, day: int) -> dict[str, Any]:
+        """Everything keyed by one day: its aggregates, the retention row of the
+        cohort starting that day and the funnel counts of chains starting that day."""
+        return {
+            "day": day,
+            "fields": self.days.get(day, [0] * len(DAY_FIELDS)),
+            "retention": self.retention.get(day),
+            "funnels": [f.get(day) for f in self.funnels],
+        }
+
+    def set_day_record(self, record: dict[str, Any]) -> None:
+        """Replace one day's partials by a stored `day_record`."""
+        day = record["day"]
+        self.days[day] = list(record["fields"])
+        if record["retention"] is not None:
+            self.retention[day] = list(record["retention"])
+        for counts, row in zip(self.funnels, record["funnels"], strict=True):
+            if row is not None:
+                counts[day] = list(row)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (for the KPI topic and files)."""

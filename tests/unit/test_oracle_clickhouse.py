@@ -22,7 +22,10 @@ def funnel_cases(draw):
     base = 20758 * DAY_MS - 8  # step-1 events fall on both sides of midnight UTC
     events = draw(
         st.lists(
-            st.tuples(st.integers(0, 24).map(lambda t: base + t), st.sampled_from(STEP_TYPES[: n_steps] + ["X"])),
+            st.tuples(
+                st.integers(0, 24).map(lambda t: base + t),
+                st.sampled_from(STEP_TYPES[:n_steps] + ["X"]),
+            ),
             max_size=12,
         )
     )
@@ -81,4 +84,8 @@ def test_random_event_sets_match_clickhouse(events, tz):
 def test_day_numbers_match_calendar_dates():
     clock = DayClock("Asia/Shanghai")
     assert clock.iso(clock.day(20758 * DAY_MS + 16 * 3_600_000)) == "2026-11-02"
-    assert DayClock.from_iso("2026-11-01") == 20758 == (dt.date(2026, 11, 1) - dt.date(1970, 1, 1)).days
+    assert (
+        DayClock.from_iso("2026-11-01")
+        == 20758
+        == (dt.date(2026, 11, 1) - dt.date(1970, 1, 1)).days
+    )

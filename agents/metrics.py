@@ -1,0 +1,155 @@
+"""Prometheus metrics of one worker: the pipeline's own health and headline KPIs.
+
+Labels come from bounded sets only (topic names, reason codes, funnel and
+step names from the config); never a user id. KPI gauges are computed at
+scrape time from the worker's own partitions: sum them over workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from state.config import Config
+from state.partials import DAU, GMV_CENTS, NEW_USERS, PAYING_USERS
+from streams.events import Invalid
+
+
+class Metrics:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "opspulse_events_consumed_total",
+            "Input messages consumed",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.invalid = Counter(
+            "opspulse_invalid_events_total", "Dead-lettered input messages by reason",
+            ["topic", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.late = Counter(
+            "opspulse_late_events_total", "Events older than the watermark minus allowed lateness",
+            ["topic"], registry=self.registry,
+        )  # fmt: skip
+        self.commit_seconds = Histogram(
+            "opspulse_commit_duration_seconds", "Time to commit one partition's state transaction",
+            registry=self.registry,
+        )  # fmt: skip
+        self.pipeline: Any = None
+        self.app: Any = None
+
+    def attach(self, pipeline: Any, app: Any) -> None:
+        self.pipeline, self.app = pipeline, app
+        self.registry.register(_StateCollector(self))
+
+    def observe_event(self, topic: str, event: Any) -> None:
+        self.events.labels(topic).inc()
+
+    def observe_dead_letter(self, topic: str, reason: str) -> None:
+        if reason == "late":
+            self.late.labels(topic).inc()
+        self.invalid.labels(topic, reason).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _StateCollector(Collector):
+    """Gauges read from the pipeline at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pipeline = self.metrics.pipeline
+        config = self.metrics.config
+        counters = GaugeMetricFamily(
+            "opspulse_events", "Events by outcome, as committed in this worker's partitions",
+            labels=["outcome"],
+        )  # fmt: skip
+        partials = pipeline.local_partials()
+        for name, value in partials.counters.items():
+            counters.add_metric([name], value)
+        yield counters
+
+        recovering = GaugeMetricFamily(
+            "opspulse_partitions", "Partitions of this worker", labels=["state"]
+        )
+        recovering.add_metric(["active"], len(pipeline.partitions))
+        recovering.add_metric(["recovering"], len(pipeline.recovering))
+        yield recovering
+
+        lag = GaugeMetricFamily(
+            "opspulse_event_time_lag_seconds", "Wall clock minus the watermark, per input partition",
+            labels=["topic", "partition"],
+        )  # fmt: skip
+        now_ms = time.time() * 1000
+        for p, runtime in pipeline.partitions.items():
+            for (topic, _), mark in runtime.fold.watermarks.items():
+                lag.add_metric([topic, str(p)], max(0.0, (now_ms - mark) / 1000))
+        yield lag
+
+        consumer_lag = GaugeMetricFamily(
+            "opspulse_consumer_lag_messages", "Log end offset minus the next offset to apply",
+            labels=["topic", "partition"],
+        )  # fmt: skip
+        consumer = getattr(self.metrics.app, "consumer", None)
+        for p, runtime in pipeline.partitions.items():
+            for topic in (config.topics.clicks, config.topics.orders):
+                try:
+                    high = (
+                        consumer.highwater(consumer._new_topicpartition(topic, p))
+                        if consumer
+                        else None
+                    )
+                except Exception:
+                    high = None
+                if high is not None:
+                    consumer_lag.add_metric(
+                        [topic, str(p)], max(0, high - runtime.offsets.get(topic, -1) - 1)
+                    )
+        yield consumer_lag
+
+        today = max((d for d, row in partials.days.items() if row[0] > 0), default=None)
+        kpis = {
+            "opspulse_dau": (DAU, "Distinct active users today (this worker's partitions)"),
+            "opspulse_new_users": (NEW_USERS, "New users today (this worker's partitions)"),
+            "opspulse_paying_users": (
+                PAYING_USERS,
+                "Paying users today (this worker's partitions)",
+            ),
+        }
+        row = partials.days.get(today) if today is not None else None
+        for name, (index, text) in kpis.items():
+            family = GaugeMetricFamily(name, text)
+            family.add_metric([], row[index] if row else 0)
+            yield family
+        gmv = GaugeMetricFamily(
+            "opspulse_gmv", "GMV today, currency units (this worker's partitions)"
+        )
+        gmv.add_metric([], row[GMV_CENTS] / 100 if row else 0.0)
+        yield gmv
+        funnel = GaugeMetricFamily(
+            "opspulse_funnel_users",
+            "Users reaching each funnel step today",
+            labels=["funnel", "step"],
+        )
+        for spec, counts in zip(config.funnels, partials.funnels, strict=True):
+            day_counts = (
+                counts.get(today, [0] * len(spec.steps))
+                if today is not None
+                else [0] * len(spec.steps)
+            )
+            for step, n in zip(spec.steps, day_counts, strict=True):
+                funnel.add_metric([spec.name, step], n)
+        yield funnel
+
+
+__all__ = ["Metrics", "Invalid"]

@@ -1,0 +1,62 @@
+"""Creating and checking the topics a worker needs, before it joins the group."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agents.statestore import state_topic
+from state.config import Config
+
+COMPACTED = {
+    "cleanup.policy": "compact",
+    "segment.ms": "600000",
+    "min.cleanable.dirty.ratio": "0.1",
+}
+
+
+class TopicLayoutError(RuntimeError):
+    """The input topics cannot be co-partitioned as the worker needs."""
+
+
+async def ensure_topics(bootstrap: str, config: Config, app_id: str) -> int:
+    """Create missing input and derived topics; returns the partition count.
+
+    Refuses if clicks and orders exist with different partition counts:
+    users would not be co-partitioned, and distinct counts would be wrong.
+    """
+    topics = config.topics
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = await _partition_counts(admin, [topics.clicks, topics.orders])
+        counts = {name: n for name, n in existing.items() if n}
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"{name} has {n}" for name, n in sorted(counts.items()))
+            raise TopicLayoutError(
+                f"clicks and orders must have the same partition count ({detail}); "
+                "repartition one of them or point opspulse at co-partitioned topics"
+            )
+        partitions = next(iter(counts.values()), topics.partitions)
+        wanted = [
+            NewTopic(topics.clicks, partitions, 1),
+            NewTopic(topics.orders, partitions, 1),
+            NewTopic(topics.dlq, partitions, 1),
+            NewTopic(state_topic(app_id), partitions, 1, topic_configs=COMPACTED),
+            NewTopic(topics.kpi, partitions, 1, topic_configs=COMPACTED),
+        ]
+        present = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in present]
+        if missing:
+            await admin.create_topics(missing)
+        return partitions
+    finally:
+        await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    present = set(await admin.list_topics())
+    asked = [n for n in names if n in present]
+    if not asked:
+        return {}
+    described = await admin.describe_topics(asked)
+    return {d["topic"]: len(d["partitions"]) for d in described}
