@@ -2,6 +2,8 @@
 
 import datetime as dt
 
+import orjson
+
 import clickhouse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -88,4 +90,42 @@ def test_day_numbers_match_calendar_dates():
         DayClock.from_iso("2026-11-01")
         == 20758
         == (dt.date(2026, 11, 1) - dt.date(1970, 1, 1)).days
+    )
+
+
+def test_replay_of_generated_traffic_equals_clickhouse_in_several_timezones(tmp_path):
+    from agents.replay import replay_files
+    from streams.generator import GeneratorSpec, write_files
+
+    write_files(
+        GeneratorSpec(
+            seed=11, days=9, new_users_per_day=60, duplicate_rate=0.03, invalid_rate=0.002
+        ),
+        tmp_path,
+    )
+    from streams.events import Event, parse_event
+
+    raw = [line for name in ("clicks", "orders") for line in (tmp_path / f"{name}.jsonl").read_bytes().splitlines()]
+    valid = [orjson.loads(line) for line in raw if isinstance(parse_event(line), Event)]
+    assert len(valid) > 10_000
+    for tz in TIMEZONES:
+        config = Config(
+            timezone=tz,
+            funnels=(
+                *FUNNELS,
+                FunnelSpec("checkout", ("add_to_cart", "checkout", "order_paid"), 1_800_000),
+            ),
+        )
+        report, _, _ = replay_files(config, tmp_path / "clicks.jsonl", tmp_path / "orders.jsonl")
+        expected = oracle_report_dicts(valid, config)
+        assert {k: report[k] for k in ("days", "retention", "funnels")} == expected, tz
+        assert report["events"]["duplicates"] > 0 and report["events"]["invalid"] > 0
+
+
+def oracle_report_dicts(events, config):
+    return clickhouse.clickhouse_report(
+        events,
+        timezone=config.timezone,
+        funnels=[(f.name, list(f.steps), f.window_ms) for f in config.funnels],
+        inactive_types=tuple(config.inactive_types),
     )
