@@ -44,7 +44,7 @@ def test_every_event_type_appears_and_duplicates_are_identical_copies():
 def test_some_sessions_cross_midnight():
     day = 86_400_000
     by_session = defaultdict(set)
-    for topic, e in events():
+    for _, e in events():
         if "session_id" in e:
             by_session[e["session_id"]].add(e["ts"] // day)
     assert sum(1 for days in by_session.values() if len(days) > 1) > 0

@@ -2,9 +2,8 @@
 
 import datetime as dt
 
-import orjson
-
 import clickhouse
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import TIMEZONES, event_sets
