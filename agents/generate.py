@@ -1,16 +1,28 @@
-"""`opspulse generate`: synthetic traffic to JSONL files (and, later, to Kafka)."""
+"""`opspulse generate`: synthetic traffic to JSONL files or to Kafka."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="DIR", help="write clicks/orders/spend JSONL here")
+    target.add_argument(
+        "--kafka", action="store_true", help="produce to the configured topics ($OPSPULSE_BROKER)"
+    )
     parser.add_argument(
-        "--out", metavar="DIR", required=True, help="write clicks/orders/spend JSONL here"
+        "--config", metavar="FILE", help="TOML configuration (topic names) for --kafka"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="with --kafka: events per second (default: as fast as possible)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (same seed, same bytes)")
     parser.add_argument("--days", type=int, default=14, help="simulated days (default 14)")
@@ -29,6 +41,19 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gzip", action="store_true", help="write .jsonl.gz files")
 
 
+class _Progress:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= 2:
+            self.last = now
+            rate = n / max(now - self.started, 1e-9)
+            print(f"{self.label}: {n:,} events, {rate:,.0f}/s", file=sys.stderr, flush=True)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from agents.cli import UsageError
     from streams.generator import GeneratorSpec, write_files
@@ -37,28 +62,85 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError("--days and --users-per-day must be positive")
     if not (0 <= args.duplicate_rate < 1 and 0 <= args.invalid_rate < 1):
         raise UsageError("--duplicate-rate and --invalid-rate must be in [0, 1)")
+    if args.rate < 0:
+        raise UsageError("--rate must be >= 0")
     spec = GeneratorSpec(
-        seed=args.seed,
-        days=args.days,
-        start=args.start,
-        new_users_per_day=args.users_per_day,
-        duplicate_rate=args.duplicate_rate,
-        invalid_rate=args.invalid_rate,
-    )
+        seed=args.seed, days=args.days, start=args.start, new_users_per_day=args.users_per_day,
+        duplicate_rate=args.duplicate_rate, invalid_rate=args.invalid_rate,
+    )  # fmt: skip
     started = time.monotonic()
-    last = [started]
+    if args.kafka:
+        from agents.settings import bootstrap_servers, load_config
 
-    def progress(n: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 2:
-            last[0] = now
-            print(f"generate: {n:,} events", file=sys.stderr, flush=True)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    counts = write_files(spec, out, gzip=args.gzip, progress=progress)
+        counts = asyncio.run(
+            produce(spec, bootstrap_servers(), load_config(args.config), args.rate)
+        )
+        where = bootstrap_servers()
+    else:
+        out = Path(args.out)
+        counts = write_files(spec, out, gzip=args.gzip, progress=_Progress("generate"))
+        where = str(out)
     elapsed = time.monotonic() - started
-    total = sum(counts.values())
     summary = ", ".join(f"{name}: {n:,}" for name, n in counts.items())
-    print(f"generate: {total:,} lines in {elapsed:.1f} s to {out} ({summary})", file=sys.stderr)
+    print(
+        f"generate: {sum(counts.values()):,} events in {elapsed:.1f} s to {where} ({summary})",
+        file=sys.stderr,
+    )
     return 0
+
+
+async def produce(
+    spec, bootstrap: str, config, rate: float = 0, stop: asyncio.Event | None = None
+) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Send the generated traffic keyed by user (spend by channel), in event-time order."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from agents.topics import ensure_topics
+    from streams.generator import generate
+
+    partitions = await ensure_topics(bootstrap, config, config.app_id)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if config.topics.spend not in await admin.list_topics():
+            await admin.create_topics([NewTopic(config.topics.spend, partitions, 1)])
+    finally:
+        await admin.close()
+    names = {
+        "clicks": config.topics.clicks,
+        "orders": config.topics.orders,
+        "spend": config.topics.spend,
+    }
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024, acks="all"
+    )
+    await producer.start()
+    counts = {"clicks": 0, "orders": 0, "spend": 0}
+    progress = _Progress("generate --kafka")
+    started = time.monotonic()
+    pending = []
+    try:
+        for n, (topic, line) in enumerate(generate(spec), 1):
+            if stop is not None and stop.is_set():
+                break
+            try:
+                obj = orjson.loads(line)
+                key = str(obj.get("channel" if topic == "spend" else "user_id", "")).encode()
+            except orjson.JSONDecodeError:
+                key = b""  # a malformed line still goes out, as a producer bug would send it
+            pending.append(await producer.send(names[topic], line, key=key))
+            counts[topic] += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if rate and n % 100 == 0:
+                ahead = n / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            progress(n)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return counts

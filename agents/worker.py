@@ -8,8 +8,6 @@ import logging
 
 from agents.settings import bootstrap_servers, load_config
 
-APP_ID = "opspulse"
-
 
 def run_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
@@ -18,13 +16,13 @@ def run_worker(args: argparse.Namespace) -> int:
     from agents.topics import ensure_topics
 
     config = load_config(args.config)
-    asyncio.run(ensure_topics(bootstrap_servers(), config, APP_ID))
+    asyncio.run(ensure_topics(bootstrap_servers(), config, config.app_id))
     app = create_app(
         config,
         web_host=args.web_host,
         web_port=args.web_port,
         data_dir=args.data_dir,
-        app_id=APP_ID,
+        app_id=config.app_id,
     )
     level = {"crit": "CRITICAL", "warn": "WARNING"}.get(args.loglevel, args.loglevel.upper())
     logging.getLogger("opspulse").setLevel(level)

@@ -73,6 +73,7 @@ DEFAULT_FUNNELS = (
 
 @dataclass(frozen=True)
 class Config:
+    app_id: str = "opspulse"  # names the consumer group and the state topic
     timezone: str = "UTC"
     funnels: tuple[FunnelSpec, ...] = DEFAULT_FUNNELS
     allowed_lateness_ms: int = 2 * DAY_MS
@@ -86,13 +87,20 @@ class Config:
     def from_mapping(cls, data: dict[str, Any]) -> Config:
         """Build from parsed TOML; unknown or malformed keys raise ConfigError."""
         known = {
-            "timezone", "funnels", "allowed_lateness", "inactive_types",
+            "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
             "max_message_bytes", "commit_interval", "topics", "thresholds",
         }  # fmt: skip
         for key in data:
             if key not in known:
                 raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
         kwargs: dict[str, Any] = {}
+        if "app_id" in data:
+            app_id = data["app_id"]
+            if not isinstance(app_id, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", app_id):
+                raise ConfigError(
+                    f"app_id: expected 1-100 letters, digits, '.', '_' or '-', got {app_id!r}"
+                )
+            kwargs["app_id"] = app_id
         if "timezone" in data:
             kwargs["timezone"] = _timezone(data["timezone"])
         if "funnels" in data:

@@ -20,7 +20,7 @@ import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 import numpy as np
 import orjson
@@ -138,11 +138,16 @@ def generate(spec: GeneratorSpec) -> Iterator[tuple[str, bytes]]:
                     pay_p=pay * float(rng.uniform(0.5, 1.5)),
                 )
             )
-        for name, count in zip(channel_names, np.bincount(channels, minlength=len(channel_names)), strict=True):
+        for name, count in zip(
+            channel_names, np.bincount(channels, minlength=len(channel_names)), strict=True
+        ):
             cost = CHANNELS[name][3]
             if cost and count:
                 amount = round(float(count) * cost * float(rng.uniform(0.8, 1.2)), 2)
-                stream.push("spend", {"event_id": next_id(), "ts": day_start, "channel": name, "amount": amount})
+                stream.push(
+                    "spend",
+                    {"event_id": next_id(), "ts": day_start, "channel": name, "amount": amount},
+                )
         for user in users:
             age = day - user.first_day
             if age < 0:
@@ -152,7 +157,9 @@ def generate(spec: GeneratorSpec) -> Iterator[tuple[str, bytes]]:
                     _push(stream, rng, user, day_start, next_id)
                 continue
             for _ in range(1 + int(rng.poisson(0.6))):
-                _session(stream, rng, user, day_start + int(rng.integers(0, DAY_MS)), age == 0, next_id)
+                _session(
+                    stream, rng, user, day_start + int(rng.integers(0, DAY_MS)), age == 0, next_id
+                )
         yield from stream.release(day_start + DAY_MS)
     yield from stream.release(1 << 62)
 
@@ -164,22 +171,37 @@ def _common(user: _User, event_id: str, ts: int, kind: str) -> dict:
     }  # fmt: skip
 
 
-def _push(stream: _Stream, rng: np.random.Generator, user: _User, day_start: int, next_id: Callable[[], str]) -> None:
+def _push(
+    stream: _Stream,
+    rng: np.random.Generator,
+    user: _User,
+    day_start: int,
+    next_id: Callable[[], str],
+) -> None:
     campaign = CAMPAIGNS[int(rng.integers(len(CAMPAIGNS)))]
     ts = day_start + int(rng.choice((9, 12, 19))) * 3_600_000
     stream.push("clicks", {**_common(user, next_id(), ts, "push_sent"), "campaign": campaign})
     if rng.random() < 0.12:
         opened = ts + int(rng.integers(MIN_MS, 90 * MIN_MS))
-        stream.push("clicks", {**_common(user, next_id(), opened, "push_open"), "campaign": campaign})
+        stream.push(
+            "clicks", {**_common(user, next_id(), opened, "push_open"), "campaign": campaign}
+        )
 
 
 def _session(
-    stream: _Stream, rng: np.random.Generator, user: _User, ts: int, first: bool, next_id: Callable[[], str]
+    stream: _Stream,
+    rng: np.random.Generator,
+    user: _User,
+    ts: int,
+    first: bool,
+    next_id: Callable[[], str],
 ) -> None:
     session_id = f"s{next_id()}"
 
     def click(kind: str, **extra: object) -> None:
-        stream.push("clicks", {**_common(user, next_id(), ts, kind), "session_id": session_id, **extra})
+        stream.push(
+            "clicks", {**_common(user, next_id(), ts, kind), "session_id": session_id, **extra}
+        )
 
     if first:
         click("signup")
@@ -228,12 +250,14 @@ def write_files(
     """clicks.jsonl, orders.jsonl, spend.jsonl (.gz with gzip=True); lines per file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = ".jsonl.gz" if gzip else ".jsonl"
-    handles: dict[str, IO[bytes]] = {}
+    handles: dict[str, Any] = {}
     counts = {"clicks": 0, "orders": 0, "spend": 0}
     try:
         for topic in counts:
             path = out_dir / f"{topic}{suffix}"
-            handles[topic] = gzip_module.open(path, "wb", compresslevel=3) if gzip else open(path, "wb")  # noqa: SIM115
+            handles[topic] = (
+                gzip_module.open(path, "wb", compresslevel=3) if gzip else open(path, "wb")
+            )  # noqa: SIM115
         total = 0
         for topic, line in generate(spec):
             handles[topic].write(line + b"\n")

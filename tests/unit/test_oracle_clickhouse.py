@@ -104,7 +104,11 @@ def test_replay_of_generated_traffic_equals_clickhouse_in_several_timezones(tmp_
     )
     from streams.events import Event, parse_event
 
-    raw = [line for name in ("clicks", "orders") for line in (tmp_path / f"{name}.jsonl").read_bytes().splitlines()]
+    raw = [
+        line
+        for name in ("clicks", "orders")
+        for line in (tmp_path / f"{name}.jsonl").read_bytes().splitlines()
+    ]
     valid = [orjson.loads(line) for line in raw if isinstance(parse_event(line), Event)]
     assert len(valid) > 10_000
     for tz in TIMEZONES:

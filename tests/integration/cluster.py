@@ -1,0 +1,178 @@
+"""A small opspulse cluster for integration tests: real workers (subprocesses) on a
+real broker, traffic from the generator, snapshots compared with replay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+
+from agents.replay import replay_files
+from agents.settings import load_config
+from agents.snapshot import snapshot_report
+from agents.topics import ensure_topics
+from streams.generator import GeneratorSpec, generate
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPARED = ("days", "retention", "funnels", "events")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, bootstrap: str, tmp: Path, partitions: int = 4) -> None:
+        self.bootstrap = bootstrap
+        self.tmp = tmp
+        run = uuid.uuid4().hex[:8]
+        self.config_path = tmp / "opspulse.toml"
+        self.config_path.write_text(
+            f'app_id = "it-{run}"\ncommit_interval = "500ms"\n'
+            f'[topics]\nclicks = "it-{run}.clicks"\norders = "it-{run}.orders"\n'
+            f'dlq = "it-{run}.dlq"\nkpi = "it-{run}.kpi"\npartitions = {partitions}\n'
+        )
+        self.config = load_config(str(self.config_path))
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self.produced = 0
+        self.clicks = tmp / "clicks.jsonl"
+        self.orders = tmp / "orders.jsonl"
+        self.env = {
+            **os.environ,
+            "OPSPULSE_BROKER": f"kafka://{bootstrap}",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    # workers
+    def start(self, name: str) -> None:
+        port = self.ports.setdefault(name, free_port())
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
+        self.workers[name] = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "worker", "--config", str(self.config_path),
+             "--web-port", str(port), "--data-dir", str(self.tmp / name), "--loglevel", "info"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def kill(self, name: str) -> None:
+        self.workers.pop(name).send_signal(signal.SIGKILL)
+
+    def stop(self, name: str, timeout: float = 30) -> int:
+        proc = self.workers.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(
+                f"worker {name} did not stop within {timeout}s on SIGTERM"
+            ) from None
+
+    def stop_all(self) -> None:
+        for name in list(self.workers):
+            proc = self.workers.pop(name)
+            proc.kill()
+            proc.wait()
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    # traffic
+    async def produce(self, spec: GeneratorSpec, *, rate: float = 0) -> int:
+        """Send the generated clicks and orders (keyed by user, in stream order); keep
+        the same lines in files for replay."""
+        await ensure_topics(self.bootstrap, self.config, self.config.app_id)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=10)
+        await producer.start()
+        topics = {"clicks": self.config.topics.clicks, "orders": self.config.topics.orders}
+        sent = 0
+        started = time.monotonic()
+        with open(self.clicks, "ab") as clicks, open(self.orders, "ab") as orders:
+            files = {"clicks": clicks, "orders": orders}
+            try:
+                for topic, line in generate(spec):
+                    if topic == "spend":
+                        continue
+                    files[topic].write(line + b"\n")
+                    try:
+                        key = orjson.loads(line).get("user_id", "").encode()
+                    except (orjson.JSONDecodeError, AttributeError):
+                        key = b""
+                    await producer.send(topics[topic], line, key=key)
+                    sent += 1
+                    if rate and sent % 50 == 0:
+                        ahead = sent / rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            await asyncio.sleep(ahead)
+                await producer.flush()
+            finally:
+                await producer.stop()
+        self.produced += sent
+        return sent
+
+    # reading results
+    async def snapshot(self) -> dict:
+        return await snapshot_report(self.bootstrap, self.config)
+
+    async def wait_consumed(self, timeout: float = 120) -> dict:
+        """The snapshot once every produced message is counted (or fail with the last one)."""
+        deadline = time.monotonic() + timeout
+        report = await self.snapshot()
+        while report["events"]["consumed"] < self.produced and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            report = await self.snapshot()
+        assert report["events"]["consumed"] == self.produced, (report["events"], self.produced)
+        return report
+
+    def replay(self) -> dict:
+        report, _, _ = replay_files(self.config, self.clicks, self.orders)
+        return report
+
+    async def group_lag(self) -> int:
+        """End offsets minus the group's committed offsets over both input topics."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.config.app_id)
+        finally:
+            await admin.close()
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(t, p)
+                for t in (self.config.topics.clicks, self.config.topics.orders)
+                for p in range(self.config.topics.partitions)
+            ]
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+
+    async def wait_lag_zero(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        lag = await self.group_lag()
+        while lag and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            lag = await self.group_lag()
+        return lag
+
+
+def same_numbers(live: dict, replayed: dict) -> dict:
+    """The parts that differ, empty when the live report equals the replay."""
+    return {k: (live[k], replayed[k]) for k in COMPARED if live[k] != replayed[k]}
