@@ -64,6 +64,12 @@ def _snapshot(args: argparse.Namespace) -> int:
     return run_snapshot(args)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from agents.demo import run_demo
+
+    return run_demo(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="opspulse",
@@ -114,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", metavar="FILE", help="write the report here (default: stdout)"
     )
     snapshot.set_defaults(func=_snapshot)
+
+    demo = sub.add_parser("demo", help="local Kafka + one worker + generated traffic, live summary")
+    from agents.demo import add_demo_arguments
+
+    add_demo_arguments(demo)
+    demo.set_defaults(func=_demo)
     return parser
 
 

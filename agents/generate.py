@@ -89,9 +89,14 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def produce(
-    spec, bootstrap: str, config, rate: float = 0, stop: asyncio.Event | None = None
-) -> dict[str, int]:  # type: ignore[no-untyped-def]
+async def produce(  # type: ignore[no-untyped-def]
+    spec,
+    bootstrap: str,
+    config,
+    rate: float = 0,
+    stop: asyncio.Event | None = None,
+    counts: dict[str, int] | None = None,
+) -> dict[str, int]:
     """Send the generated traffic keyed by user (spend by channel), in event-time order."""
     import orjson
     from aiokafka import AIOKafkaProducer
@@ -117,7 +122,8 @@ async def produce(
         bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024, acks="all"
     )
     await producer.start()
-    counts = {"clicks": 0, "orders": 0, "spend": 0}
+    counts = counts if counts is not None else {}
+    counts.update({"clicks": 0, "orders": 0, "spend": 0})
     progress = _Progress("generate --kafka")
     started = time.monotonic()
     pending = []
@@ -128,7 +134,7 @@ async def produce(
             try:
                 obj = orjson.loads(line)
                 key = str(obj.get("channel" if topic == "spend" else "user_id", "")).encode()
-            except orjson.JSONDecodeError:
+            except (orjson.JSONDecodeError, AttributeError):
                 key = b""  # a malformed line still goes out, as a producer bug would send it
             pending.append(await producer.send(names[topic], line, key=key))
             counts[topic] += 1

@@ -1,22 +1,48 @@
 """Realistic, reproducible synthetic traffic: clicks, orders and spend as JSON lines.
 
-Users arrive every day through channels of different quality (retention and
-paid conversion), come back with decaying probability, browse in sessions
-at any hour (so sessions and funnels cross midnight), add to cart, check
-out, pay and sometimes get refunded; some are exposed to an experiment whose
-treatment converts a little better; push campaigns are sent and opened.
-A fraction of events is redelivered (an identical copy a few minutes later
-in the stream) and, on request, malformed lines are mixed in.
+The model (cheap, but shaped like a consumer shop):
 
-Output is in event-time order (duplicates trail their original by at most
-five minutes), generated day by day in bounded memory. Same spec, same bytes.
+- New users arrive every day (Poisson around ``new_users_per_day``) through
+  channels of different quality: each channel has its own day-1 return
+  probability, retention decay (``p(age) = d1 * age ** -decay``), purchase
+  propensity, push open rate and acquisition cost. Every user also has a
+  personal engagement and spending multiplier (heavy-tailed: a few whales),
+  a device and a region. The region's UTC offset shapes when its users are
+  online (a local-time daily curve), so sessions happen at all UTC hours and
+  some sessions and funnels cross midnight.
+- A user's first session starts with ``signup``; later sessions with
+  ``login`` (or straight into page views, or ``push_open``). Sessions browse
+  pages (``page_view``), some ``add_to_cart`` (which shows the cart page and
+  the ``checkout_button`` experiment: ``exposure`` with the user's sticky
+  variant), some ``checkout``, ``order_created`` and then ``order_paid``
+  (items from a long-tailed catalogue, lognormal prices, 2-decimal amounts);
+  a few paid orders are refunded hours to days later (``order_refunded``,
+  same ``order_id``, amount <= paid). Treatment converts slightly better.
+- One push campaign a day goes to a share of the existing users in their
+  local evening (``push_sent``); some open it (``push_open``), which starts a
+  session.
+- Spend: one event per paid channel per day (new users x cost per install).
+- A fraction of events is redelivered (an identical copy, 1 s to 5 min of
+  event time later in the stream) and, on request, malformed lines are mixed
+  in (not JSON, a JSON array, no ``user_id``, negative amount, bad ``ts``).
+
+Generation is vectorised with numpy, one simulated day at a time: the day's
+events for all active users are built as columns, merged with the carry-over
+(events of earlier days that fall later: sessions past midnight, refunds,
+redeliveries), sorted, and the part before the day's end is serialised and
+emitted. Memory is bounded by one day of events plus per-user attributes.
+The stream covers exactly the simulated days: whatever would happen after
+the last day's end (tails of late sessions, later refunds) is not emitted.
+
+Same spec, same bytes (numpy ``default_rng(seed)`` drawn in a fixed order).
+Ids are unique per seed: users ``u0000000``... (numbered from 0 for every
+seed), events ``e{seed}-{n}``, sessions ``s{seed}-{n}``, orders ``o{seed}-{n}``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip as gzip_module
-import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,218 +52,128 @@ import numpy as np
 import orjson
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 MIN_MS = 60_000
+MAX_REDELIVERY_MS = 5 * MIN_MS  # a duplicate trails its original by at most this much
+MAX_REFUND_DELAY_MS = 3 * DAY_MS
 
-# channel: (share of new users, return-probability base, pay propensity, cost per new user)
-CHANNELS: dict[str, tuple[float, float, float, float]] = {
-    "organic": (0.35, 0.40, 0.10, 0.0),
-    "ads": (0.30, 0.22, 0.06, 3.5),
-    "social": (0.20, 0.28, 0.05, 2.0),
-    "referral": (0.10, 0.50, 0.14, 5.0),
-    "push": (0.05, 0.30, 0.07, 1.0),
+TOPICS = ("clicks", "orders", "spend")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Quality of an acquisition channel."""
+
+    share: float  # of new users
+    d1: float  # probability to come back the day after arrival
+    decay: float  # return probability at age n days = d1 * n ** -decay (x engagement)
+    buy: float  # purchase propensity multiplier
+    cpi: float  # acquisition cost per new user (0: no spend events)
+    push_open: float  # probability that a push is opened
+
+
+CHANNELS: dict[str, Channel] = {
+    "organic": Channel(0.34, 0.42, 0.42, 1.00, 0.00, 0.08),
+    "ads": Channel(0.30, 0.25, 0.62, 0.70, 3.20, 0.05),
+    "social": Channel(0.18, 0.30, 0.58, 0.65, 1.80, 0.06),
+    "referral": Channel(0.12, 0.50, 0.38, 1.30, 4.50, 0.09),
+    "push": Channel(0.06, 0.32, 0.50, 0.90, 0.60, 0.16),
 }
-DEVICES = ("ios", "android", "web")
-DEVICE_P = (0.38, 0.42, 0.20)
-REGIONS = ("cn-north", "cn-south", "us-east", "eu-west", "apac")
-REGION_P = (0.3, 0.25, 0.2, 0.15, 0.1)
-CAMPAIGNS = ("winback", "flash_sale", "new_arrivals")
-PAGES = ("/", "/search", "/item", "/category", "/deals")
+DEVICES: dict[str, float] = {"ios": 0.36, "android": 0.46, "web": 0.18}
+# region: (share of users, UTC offset in hours)
+REGIONS: dict[str, tuple[float, int]] = {
+    "cn-north": (0.27, 8),
+    "cn-south": (0.23, 8),
+    "us-east": (0.18, -5),
+    "eu-west": (0.17, 1),
+    "apac": (0.15, 9),
+}
+# relative activity by local hour 0..23
+DIURNAL = (
+    2.2, 1.3, 0.8, 0.5, 0.4, 0.5, 0.9, 1.7, 2.6, 3.1, 3.4, 3.7,
+    4.3, 4.1, 3.6, 3.5, 3.6, 3.9, 4.4, 5.1, 5.8, 6.0, 5.3, 3.8,
+)  # fmt: skip
+CAMPAIGNS = ("winback", "flash_sale", "new_arrivals", "price_drop", "weekend_deals")
+STATIC_PAGES = (
+    "/", "/search", "/deals", "/category/electronics", "/category/fashion",
+    "/category/home", "/category/beauty", "/account",
+)  # fmt: skip
+STATIC_PAGE_P = (0.22, 0.20, 0.10, 0.12, 0.12, 0.10, 0.08, 0.06)
+ITEM_PAGE_P = 0.4  # share of page views that are product pages
+CATALOGUE = 20_000  # skus, popularity ~ Zipf
+VARIANTS = ("control", "treatment")
+
+# event type codes
+SPEND, SIGNUP, LOGIN, PAGE_VIEW, ADD_TO_CART, EXPOSURE, CHECKOUT = 0, 1, 2, 3, 4, 5, 6
+PUSH_SENT, PUSH_OPEN, ORDER_CREATED, ORDER_PAID, ORDER_REFUNDED = 7, 8, 9, 10, 11
+TYPE_NAMES = (
+    "spend", "signup", "login", "page_view", "add_to_cart", "exposure", "checkout",
+    "push_sent", "push_open", "order_created", "order_paid", "order_refunded",
+)  # fmt: skip
+TYPE_TOPIC = ("spend",) + ("clicks",) * 8 + ("orders",) * 3
+# gap before an event inside a session: (median ms, lognormal sigma)
+_GAP = {
+    PAGE_VIEW: (28_000, 0.9),
+    ADD_TO_CART: (18_000, 0.7),
+    EXPOSURE: (1_200, 0.5),
+    CHECKOUT: (50_000, 1.0),
+    ORDER_CREATED: (12_000, 0.6),
+    ORDER_PAID: (35_000, 1.1),
+}
+
+# columns of an event batch
+_COLS = ("key", "sub", "ts", "eid", "user", "attr", "typ", "sess", "aux", "amt", "ordno", "bad")
+_DTYPES = {
+    "key": np.int64, "sub": np.int8, "ts": np.int64, "eid": np.int64, "user": np.int64,
+    "attr": np.int32, "typ": np.int8, "sess": np.int64, "aux": np.int64, "amt": np.int64,
+    "ordno": np.int64, "bad": np.int8,
+}  # fmt: skip
+# malformed-line kinds
+_NOT_JSON, _NOT_OBJECT, _NO_USER, _TS_STRING, _NEGATIVE_AMOUNT, _TS_FLOAT = 1, 2, 3, 4, 5, 6
+_CLICK_BAD = np.array([_NOT_JSON, _NOT_OBJECT, _NO_USER, _TS_STRING, _TS_FLOAT], np.int8)
+_ORDER_BAD = np.array(
+    [_NOT_JSON, _NOT_OBJECT, _NO_USER, _TS_STRING, _NEGATIVE_AMOUNT, _TS_FLOAT], np.int8
+)
 
 
 @dataclass(frozen=True)
 class GeneratorSpec:
     seed: int = 1
-    days: int = 14
-    start: str = "2026-11-01"
+    days: int = 14  # simulated days
+    start: str = "2026-11-01"  # first day, UTC date
     new_users_per_day: int = 200
-    duplicate_rate: float = 0.01
-    invalid_rate: float = 0.0
+    duplicate_rate: float = 0.01  # fraction of events redelivered (copy <= 5 min later)
+    invalid_rate: float = 0.0  # extra malformed click/order lines, per valid one
+    channels: tuple[str, ...] = tuple(CHANNELS)  # subset of CHANNELS; shares renormalised
+    devices: tuple[str, ...] = tuple(DEVICES)
+    regions: tuple[str, ...] = tuple(REGIONS)
+    experiment: str = "checkout_button"
+    treatment_lift: float = 0.10  # relative lift of checkout and order rates in treatment
+    push_rate: float = 0.25  # share of existing users sent the day's push
+    refund_rate: float = 0.08  # share of paid orders refunded (about 40% of them partially)
+    currency: str = "CNY"
 
-
-@dataclass
-class _User:
-    uid: str
-    channel: str
-    device: str
-    region: str
-    first_day: int
-    return_p: float
-    pay_p: float
-    variant: str | None = None
-    carts: int = 0
-
-
-_INVALID = (
-    b"{not json at all",
-    b"[1, 2, 3]",
-    b'{"event_id": "x", "ts": 1793491200000, "type": "page_view"}',
-    b'{"event_id": "x", "user_id": "u", "ts": 1793491200000, "type": "order_paid", "order_id": "o", "amount": -5}',
-    b'{"event_id": "x", "user_id": "u", "ts": "yesterday", "type": "page_view"}',
-)
-
-
-class _Stream:
-    """Events of the simulation, released in emission order once a day is complete."""
-
-    def __init__(self, spec: GeneratorSpec, rng: np.random.Generator) -> None:
-        self.spec = spec
-        self.rng = rng
-        self.heap: list[tuple[int, int, str, bytes]] = []
-        self.seq = 0
-
-    def push(self, topic: str, event: dict) -> None:
-        line = orjson.dumps(event)
-        self.seq += 1
-        heapq.heappush(self.heap, (event["ts"], self.seq, topic, line))
-        rng = self.rng
-        if self.spec.duplicate_rate and rng.random() < self.spec.duplicate_rate:
-            self.seq += 1
-            delay = int(rng.integers(1_000, 5 * MIN_MS))
-            heapq.heappush(self.heap, (event["ts"] + delay, self.seq, topic, line))
-        if self.spec.invalid_rate and rng.random() < self.spec.invalid_rate:
-            self.seq += 1
-            bad = _INVALID[int(rng.integers(len(_INVALID)))]
-            heapq.heappush(self.heap, (event["ts"], self.seq, topic, bad))
-
-    def release(self, before_ts: int) -> Iterator[tuple[str, bytes]]:
-        heap = self.heap
-        while heap and heap[0][0] < before_ts:
-            _, _, topic, line = heapq.heappop(heap)
-            yield topic, line
+    def __post_init__(self) -> None:
+        dt.date.fromisoformat(self.start)
+        if self.days < 1 or self.new_users_per_day < 0:
+            raise ValueError("days must be >= 1 and new_users_per_day >= 0")
+        for name in ("duplicate_rate", "invalid_rate", "push_rate", "refund_rate"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1)")
+        if not 0 <= self.treatment_lift <= 1:
+            raise ValueError("treatment_lift must be in [0, 1]")
+        for name, known in (("channels", CHANNELS), ("devices", DEVICES), ("regions", REGIONS)):
+            values = getattr(self, name)
+            if not values or any(v not in known for v in values) or len(set(values)) < len(values):
+                raise ValueError(f"{name} must be distinct names from {sorted(known)}")
 
 
 def generate(spec: GeneratorSpec) -> Iterator[tuple[str, bytes]]:
-    """(topic, JSON line without newline) in event-time order; topics clicks/orders/spend."""
-    rng = np.random.default_rng(spec.seed)
-    first_day = (dt.date.fromisoformat(spec.start) - dt.date(1970, 1, 1)).days
-    stream = _Stream(spec, rng)
-    users: list[_User] = []
-    channel_names = list(CHANNELS)
-    channel_p = np.array([c[0] for c in CHANNELS.values()])
-    counter = [0]
+    """(topic, JSON line without newline) in event-time order; topics clicks/orders/spend.
 
-    def next_id() -> str:
-        counter[0] += 1
-        return f"e{spec.seed}-{counter[0]}"
-
-    for day in range(first_day, first_day + spec.days):
-        day_start = day * DAY_MS
-        arrivals = int(rng.poisson(spec.new_users_per_day))
-        channels = rng.choice(len(channel_names), size=arrivals, p=channel_p)
-        for c in channels:
-            name = channel_names[int(c)]
-            _, ret, pay, _ = CHANNELS[name]
-            users.append(
-                _User(
-                    uid=f"u{len(users):07d}",
-                    channel=name,
-                    device=DEVICES[int(rng.choice(3, p=DEVICE_P))],
-                    region=REGIONS[int(rng.choice(5, p=REGION_P))],
-                    first_day=day,
-                    return_p=ret * float(rng.uniform(0.6, 1.4)),
-                    pay_p=pay * float(rng.uniform(0.5, 1.5)),
-                )
-            )
-        for name, count in zip(
-            channel_names, np.bincount(channels, minlength=len(channel_names)), strict=True
-        ):
-            cost = CHANNELS[name][3]
-            if cost and count:
-                amount = round(float(count) * cost * float(rng.uniform(0.8, 1.2)), 2)
-                stream.push(
-                    "spend",
-                    {"event_id": next_id(), "ts": day_start, "channel": name, "amount": amount},
-                )
-        for user in users:
-            age = day - user.first_day
-            if age < 0:
-                continue
-            if age > 0 and rng.random() >= user.return_p * (0.93**age):
-                if age <= 30 and rng.random() < 0.25:
-                    _push(stream, rng, user, day_start, next_id)
-                continue
-            for _ in range(1 + int(rng.poisson(0.6))):
-                _session(
-                    stream, rng, user, day_start + int(rng.integers(0, DAY_MS)), age == 0, next_id
-                )
-        yield from stream.release(day_start + DAY_MS)
-    yield from stream.release(1 << 62)
-
-
-def _common(user: _User, event_id: str, ts: int, kind: str) -> dict:
-    return {
-        "event_id": event_id, "user_id": user.uid, "ts": ts, "type": kind,
-        "channel": user.channel, "device": user.device, "region": user.region,
-    }  # fmt: skip
-
-
-def _push(
-    stream: _Stream,
-    rng: np.random.Generator,
-    user: _User,
-    day_start: int,
-    next_id: Callable[[], str],
-) -> None:
-    campaign = CAMPAIGNS[int(rng.integers(len(CAMPAIGNS)))]
-    ts = day_start + int(rng.choice((9, 12, 19))) * 3_600_000
-    stream.push("clicks", {**_common(user, next_id(), ts, "push_sent"), "campaign": campaign})
-    if rng.random() < 0.12:
-        opened = ts + int(rng.integers(MIN_MS, 90 * MIN_MS))
-        stream.push(
-            "clicks", {**_common(user, next_id(), opened, "push_open"), "campaign": campaign}
-        )
-
-
-def _session(
-    stream: _Stream,
-    rng: np.random.Generator,
-    user: _User,
-    ts: int,
-    first: bool,
-    next_id: Callable[[], str],
-) -> None:
-    session_id = f"s{next_id()}"
-
-    def click(kind: str, **extra: object) -> None:
-        stream.push(
-            "clicks", {**_common(user, next_id(), ts, kind), "session_id": session_id, **extra}
-        )
-
-    if first:
-        click("signup")
-    else:
-        click("login")
-    if user.variant is None and rng.random() < 0.5:
-        user.variant = "treatment" if rng.random() < 0.5 else "control"
-        ts += int(rng.integers(1_000, 20_000))
-        click("exposure", experiment="checkout_button", variant=user.variant)
-    for _ in range(1 + int(rng.geometric(0.3))):
-        ts += int(rng.integers(5_000, 120_000))
-        click("page_view", page=PAGES[int(rng.integers(len(PAGES)))])
-    if rng.random() >= 0.35:
-        return
-    ts += int(rng.integers(10_000, 300_000))
-    items = int(rng.integers(1, 4))
-    click("add_to_cart")
-    user.carts += 1
-    if rng.random() >= 0.55:
-        return
-    ts += int(rng.integers(20_000, 40 * MIN_MS))
-    click("checkout")
-    boost = 1.25 if user.variant == "treatment" else 1.0
-    if rng.random() >= min(0.95, 4 * user.pay_p * boost):
-        return
-    order_id = f"o{next_id()}"
-    amount = round(float(rng.lognormal(3.6, 0.8)) * items, 2)
-    order = {"order_id": order_id, "amount": amount, "currency": "CNY", "items": items}
-    ts += int(rng.integers(5_000, 60_000))
-    stream.push("orders", {**_common(user, next_id(), ts, "order_created"), **order})
-    ts += int(rng.integers(2_000, 10 * MIN_MS))
-    stream.push("orders", {**_common(user, next_id(), ts, "order_paid"), **order})
-    if rng.random() < 0.05:
-        refund_ts = ts + int(rng.integers(30 * MIN_MS, 3 * DAY_MS // 2))
-        refund = {**order, "amount": round(amount * float(rng.choice((0.5, 1.0))), 2)}
-        stream.push("orders", {**_common(user, next_id(), refund_ts, "order_refunded"), **refund})
+    Redelivered copies come up to 5 minutes of event time after their original;
+    malformed lines sit at the time of the event they were made from."""
+    return _Simulation(spec).run()
 
 
 def write_files(
@@ -247,25 +183,473 @@ def write_files(
     gzip: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
-    """clicks.jsonl, orders.jsonl, spend.jsonl (.gz with gzip=True); lines per file."""
+    """clicks.jsonl, orders.jsonl, spend.jsonl (.jsonl.gz with gzip=True) in out_dir;
+    returns the lines written per file. progress(events_so_far) every 100,000
+    events and at the end."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = ".jsonl.gz" if gzip else ".jsonl"
+    counts = dict.fromkeys(TOPICS, 0)
+    buffers: dict[str, list[bytes]] = {topic: [] for topic in TOPICS}
     handles: dict[str, Any] = {}
-    counts = {"clicks": 0, "orders": 0, "spend": 0}
     try:
-        for topic in counts:
+        for topic in TOPICS:
             path = out_dir / f"{topic}{suffix}"
             handles[topic] = (
-                gzip_module.open(path, "wb", compresslevel=3) if gzip else open(path, "wb")
-            )  # noqa: SIM115
+                gzip_module.open(path, "wb", compresslevel=3) if gzip else open(path, "wb")  # noqa: SIM115
+            )
         total = 0
         for topic, line in generate(spec):
-            handles[topic].write(line + b"\n")
-            counts[topic] += 1
+            buffer = buffers[topic]
+            buffer.append(line)
+            if len(buffer) >= 8192:
+                handles[topic].write(b"\n".join(buffer) + b"\n")
+                counts[topic] += len(buffer)
+                buffer.clear()
             total += 1
             if progress is not None and total % 100_000 == 0:
                 progress(total)
+        for topic, buffer in buffers.items():
+            if buffer:
+                handles[topic].write(b"\n".join(buffer) + b"\n")
+                counts[topic] += len(buffer)
+        if progress is not None:
+            progress(total)
     finally:
         for handle in handles.values():
             handle.close()
     return counts
+
+
+class _Users:
+    """Per-user attributes in growable numpy arrays (index = user number)."""
+
+    FIELDS = {
+        "first_day": np.int64, "chan": np.int64, "reg": np.int64, "attr": np.int64,
+        "engage": np.float64, "buy": np.float64, "variant": np.int64,
+    }  # fmt: skip
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.cols = {name: np.zeros(1024, dtype) for name, dtype in self.FIELDS.items()}
+
+    def add(self, **values: np.ndarray) -> None:
+        k = len(next(iter(values.values())))
+        need = self.n + k
+        if need > len(self.cols["first_day"]):
+            cap = max(need, 2 * len(self.cols["first_day"]))
+            for name, col in self.cols.items():
+                grown = np.zeros(cap, col.dtype)
+                grown[: self.n] = col[: self.n]
+                self.cols[name] = grown
+        for name, col in self.cols.items():
+            col[self.n : need] = values[name]
+        self.n = need
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name][: self.n]
+
+
+def _batch(n: int, **cols: Any) -> dict[str, np.ndarray]:
+    """An event batch of n rows: given columns (arrays or scalars), the rest defaulted."""
+    out = {}
+    for name in _COLS:
+        value = cols.get(name, -1 if name in ("sess", "aux", "ordno", "user") else 0)
+        out[name] = np.broadcast_to(np.asarray(value, _DTYPES[name]), (n,)).copy()
+    return out
+
+
+def _concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([b[name] for b in batches]) for name in _COLS}
+
+
+def _take(batch: dict[str, np.ndarray], index: Any) -> dict[str, np.ndarray]:
+    return {name: col[index] for name, col in batch.items()}
+
+
+def _money(cents: int) -> bytes:
+    return b"%d.%02d" % divmod(cents, 100)
+
+
+class _Simulation:
+    def __init__(self, spec: GeneratorSpec) -> None:
+        self.spec = spec
+        self.rng = np.random.default_rng(spec.seed)
+        self.first_day = (dt.date.fromisoformat(spec.start) - dt.date(1970, 1, 1)).days
+        self.users = _Users()
+        self.next_event = 0
+        self.next_session = 0
+        self.next_order = 0
+        self.items: dict[int, bytes] = {}  # order number -> serialised items
+        self.order_days: list[tuple[int, int]] = []  # (day, first order number of that day)
+
+        chans = [CHANNELS[c] for c in spec.channels]
+        share = np.array([c.share for c in chans])
+        self.chan_p = share / share.sum()
+        self.chan_d1 = np.array([c.d1 for c in chans])
+        self.chan_decay = np.array([c.decay for c in chans])
+        self.chan_buy = np.array([c.buy for c in chans])
+        self.chan_cpi = np.array([c.cpi for c in chans])
+        self.chan_open = np.array([c.push_open for c in chans])
+        self.chan_push = np.array([c == "push" for c in spec.channels])
+        dev = np.array([DEVICES[d] for d in spec.devices])
+        self.dev_p = dev / dev.sum()
+        reg = np.array([REGIONS[r][0] for r in spec.regions])
+        self.reg_p = reg / reg.sum()
+        self.reg_offset = np.array([REGIONS[r][1] for r in spec.regions])
+        diurnal = np.array(DIURNAL)
+        # per region: cumulative distribution of the UTC hour of a session start
+        self.hour_cdf = np.stack(
+            [np.cumsum(np.roll(diurnal, -off) / diurnal.sum()) for off in self.reg_offset]
+        )
+        self.hour_cdf[:, -1] = 1.0
+        page_p = np.array(STATIC_PAGE_P)
+        self.page_cdf = np.cumsum(page_p / page_p.sum())
+        self.page_cdf[-1] = 1.0
+
+        seed = spec.seed
+        ndev, nreg = len(spec.devices), len(spec.regions)
+        self.attr_bytes = [
+            b',"channel":"%s","device":"%s","region":"%s"'
+            % (spec.channels[a // (ndev * nreg)].encode(),
+               spec.devices[a // nreg % ndev].encode(), spec.regions[a % nreg].encode())
+            for a in range(len(spec.channels) * ndev * nreg)
+        ]  # fmt: skip
+        self.head_format = (
+            b'{"event_id":"e%d-%%d","user_id":"u%%07d","ts":%%d,"type":"%%s"%%s' % seed
+        )
+        self.session_format = b',"session_id":"s%d-%%d"' % seed
+        self.order_format = b',"order_id":"o%d-%%d","amount":%%s,"currency":%s,"items":%%s}' % (
+            seed,
+            orjson.dumps(spec.currency),
+        )
+        self.spend_format = b'{"event_id":"e%d-%%d","ts":%%d,"channel":"%%s","amount":%%s}' % seed
+        self.type_bytes = [t.encode() for t in TYPE_NAMES]
+        self.channel_bytes = [c.encode() for c in spec.channels]
+        self.page_bytes = [b',"page":"%s"}' % p.encode() for p in STATIC_PAGES]
+        self.exposure_bytes = [
+            b',"experiment":%s,"variant":"%s"}' % (orjson.dumps(spec.experiment), v.encode())
+            for v in VARIANTS
+        ]
+        self.campaign_bytes = [b',"campaign":"%s"}' % c.encode() for c in CAMPAIGNS]
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> Iterator[tuple[str, bytes]]:
+        carry = _batch(0)
+        for k in range(self.spec.days):
+            day = self.first_day + k
+            fresh = self._day(k, day)
+            rows = _concat([carry, fresh])
+            order = np.lexsort((rows["sub"], rows["eid"], rows["key"]))
+            rows = _take(rows, order)
+            cut = int(np.searchsorted(rows["key"], (day + 1) * DAY_MS))
+            yield from self._serialise(_take(rows, slice(0, cut)))
+            carry = _take(rows, slice(cut, None))
+            self._forget_orders(day)
+
+    def _forget_orders(self, day: int) -> None:
+        """Drop the items of orders whose events can no longer come."""
+        horizon = day - (MAX_REFUND_DELAY_MS // DAY_MS + 2)
+        while len(self.order_days) > 1 and self.order_days[1][0] <= horizon:
+            lo, hi = self.order_days[0][1], self.order_days[1][1]
+            for o in range(lo, hi):
+                self.items.pop(o, None)
+            self.order_days.pop(0)
+
+    # --------------------------------------------------------------- one day
+    def _day(self, k: int, day: int) -> dict[str, np.ndarray]:
+        spec, rng, users = self.spec, self.rng, self.users
+        day_start = day * DAY_MS
+        weekend = (day + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+
+        # arrivals
+        n_new = int(rng.poisson(spec.new_users_per_day)) if spec.new_users_per_day else 0
+        chan = rng.choice(len(self.chan_p), n_new, p=self.chan_p)
+        dev = rng.choice(len(self.dev_p), n_new, p=self.dev_p)
+        reg = rng.choice(len(self.reg_p), n_new, p=self.reg_p)
+        ndev, nreg = len(self.dev_p), len(self.reg_p)
+        old = users.n
+        users.add(
+            first_day=np.full(n_new, day),
+            chan=chan,
+            reg=reg,
+            attr=(chan * ndev + dev) * nreg + reg,
+            engage=rng.lognormal(-0.18, 0.6, n_new),  # mean 1
+            buy=self.chan_buy[chan] * rng.lognormal(-0.32, 0.8, n_new),  # mean 1 x channel
+            variant=rng.integers(0, 2, n_new),
+        )
+        new_idx = np.arange(old, users.n)
+        chan_all, engage_all = users["chan"], users["engage"]
+
+        # returning users: channel-dependent power-law decay, personal engagement, weekends
+        age = day - users["first_day"][:old]
+        oc = chan_all[:old]
+        p_return = self.chan_d1[oc] * np.maximum(age, 1) ** -self.chan_decay[oc] * engage_all[:old]
+        if weekend:
+            p_return *= 1.12
+        back_idx = np.flatnonzero(rng.random(old) < np.minimum(p_return, 0.97))
+
+        batches = [self._spend(day_start, chan)]
+
+        # push campaign in the users' local evening
+        campaign = k % len(CAMPAIGNS)
+        target_p = np.where(self.chan_push[oc], 1.5, 1.0) * spec.push_rate
+        pushed = np.flatnonzero(rng.random(old) < target_p)
+        sent = (
+            day_start
+            + ((18 - self.reg_offset[users["reg"][pushed]]) % 24) * HOUR_MS
+            + rng.integers(0, HOUR_MS, len(pushed))
+        )
+        batches.append(
+            _batch(
+                len(pushed),
+                key=sent,
+                ts=sent,
+                user=pushed,
+                attr=users["attr"][pushed],
+                typ=PUSH_SENT,
+                aux=campaign,
+            )  # fmt: skip
+        )
+        p_open = self.chan_open[chan_all[pushed]] * np.clip(engage_all[pushed], 0.3, 2.0)
+        opened = rng.random(len(pushed)) < p_open
+        open_user = pushed[opened]
+        open_ts = sent[opened] + np.clip(
+            rng.lognormal(np.log(25 * MIN_MS), 1.0, len(open_user)), 10_000, 6 * HOUR_MS
+        ).astype(np.int64)
+
+        # sessions: 1 + Poisson per active user, start times from the regional daily curve
+        active = np.concatenate([new_idx, back_idx])
+        n_sess = 1 + np.minimum(rng.poisson(0.35 * engage_all[active]), 5)
+        s_user = np.repeat(active, n_sess)
+        s_start = day_start + self._utc_time_of_day(users["reg"][s_user])
+        s_head = np.where(rng.random(len(s_user)) < 0.4, LOGIN, 0)
+        # a new user's first session is the signup
+        by_user = np.lexsort((s_start, s_user))
+        first = np.ones(len(by_user), bool)
+        first[1:] = s_user[by_user][1:] != s_user[by_user][:-1]
+        signup = by_user[first & (s_user[by_user] >= old)]
+        s_head[signup] = SIGNUP
+        s_user = np.concatenate([s_user, open_user])
+        s_start = np.concatenate([s_start, open_ts])
+        s_head = np.concatenate([s_head, np.full(len(open_user), PUSH_OPEN)])
+        s_aux = np.concatenate([np.full(len(s_user) - len(open_user), -1),
+                                np.full(len(open_user), campaign)])  # fmt: skip
+        order = np.lexsort((s_user, s_start))
+        batches.extend(self._sessions(s_user[order], s_start[order], s_head[order], s_aux[order]))
+
+        fresh = _concat(batches)
+        order = np.argsort(fresh["ts"], kind="stable")
+        fresh = _take(fresh, order)
+        n = len(order)
+        fresh["eid"] = self.next_event + np.arange(n)
+        fresh["key"] = fresh["ts"]
+        self.next_event += n
+        extra = [fresh]
+        if spec.duplicate_rate:
+            dup = _take(fresh, rng.random(n) < spec.duplicate_rate)
+            dup["key"] = dup["ts"] + rng.integers(1_000, MAX_REDELIVERY_MS + 1, len(dup["ts"]))
+            dup["sub"][:] = 1
+            extra.append(dup)
+        if spec.invalid_rate:
+            bad = _take(fresh, (rng.random(n) < spec.invalid_rate) & (fresh["typ"] != SPEND))
+            m = len(bad["ts"])
+            is_order = bad["typ"] >= ORDER_CREATED
+            bad["bad"] = np.where(
+                is_order,
+                _ORDER_BAD[rng.integers(0, len(_ORDER_BAD), m)],
+                _CLICK_BAD[rng.integers(0, len(_CLICK_BAD), m)],
+            )
+            bad["sub"][:] = 2
+            extra.append(bad)
+        return _concat(extra)
+
+    def _utc_time_of_day(self, reg: np.ndarray) -> np.ndarray:
+        u = self.rng.random(len(reg))
+        hour = np.zeros(len(reg), np.int64)
+        for r in range(len(self.hour_cdf)):
+            m = reg == r
+            hour[m] = np.searchsorted(self.hour_cdf[r], u[m], side="right")
+        return hour * HOUR_MS + self.rng.integers(0, HOUR_MS, len(reg))
+
+    def _spend(self, day_start: int, chan: np.ndarray) -> dict[str, np.ndarray]:
+        paid = np.flatnonzero(self.chan_cpi > 0)
+        count = np.bincount(chan, minlength=len(self.chan_cpi))[paid]
+        noise = self.rng.lognormal(0.0, 0.1, len(paid))
+        cents = np.round(count * self.chan_cpi[paid] * noise * 100).astype(np.int64)
+        return _batch(len(paid), key=day_start, ts=day_start, typ=SPEND, aux=paid, amt=cents)
+
+    def _sessions(
+        self, s_user: np.ndarray, s_start: np.ndarray, s_head: np.ndarray, s_aux: np.ndarray
+    ) -> list[dict[str, np.ndarray]]:
+        """Every session's events: [head] page views [cart exposure page views
+        [checkout [order_created [order_paid]]]], plus later refunds."""
+        rng, users, spec = self.rng, self.users, self.spec
+        S = len(s_user)
+        sess = self.next_session + np.arange(S)
+        self.next_session += S
+        buy = users["buy"][s_user]
+        variant = users["variant"][s_user]
+        lift = 1.0 + spec.treatment_lift * variant
+        n_pv1 = rng.geometric(0.24, S)
+        cart = rng.random(S) < np.minimum(0.24 * buy, 0.85)
+        n_pv2 = np.where(cart, rng.geometric(0.55, S) - 1, 0)
+        chk = cart & (rng.random(S) < np.minimum(0.42 * lift, 0.95))
+        crt = chk & (rng.random(S) < np.minimum(0.55 * np.sqrt(buy) * lift, 0.95))
+        paid = crt & (rng.random(S) < 0.87)
+        seg_len = np.stack([s_head != 0, n_pv1, cart, cart, n_pv2, chk, crt, paid], axis=1).astype(
+            np.int64
+        )
+        seg_type = np.array([0, PAGE_VIEW, ADD_TO_CART, EXPOSURE, PAGE_VIEW, CHECKOUT,
+                             ORDER_CREATED, ORDER_PAID])  # fmt: skip
+        ends = np.cumsum(seg_len, axis=1)
+        n_ev = ends[:, -1]
+        N = int(n_ev.sum())
+        row_s = np.repeat(np.arange(S), n_ev)
+        offsets = np.cumsum(n_ev) - n_ev
+        pos = np.arange(N) - offsets[row_s]
+        seg = np.zeros(N, np.int64)
+        for j in range(7):
+            seg += pos >= ends[row_s, j]
+        typ = seg_type[seg]
+        head_row = seg == 0
+        typ[head_row] = s_head[row_s[head_row]]
+
+        # time: lognormal gaps by event type, cumulated within the session
+        mu = np.zeros(ORDER_REFUNDED + 1)
+        sigma = np.zeros(ORDER_REFUNDED + 1)
+        for t, (median, sd) in _GAP.items():
+            mu[t], sigma[t] = np.log(median), sd
+        gap = np.clip(np.exp(mu[typ] + sigma[typ] * rng.standard_normal(N)), 300, 30 * MIN_MS)
+        gap = gap.astype(np.int64)
+        gap[offsets] = 0
+        csum = np.cumsum(gap)
+        ts = s_start[row_s] + csum - csum[offsets][row_s]
+
+        aux = np.full(N, -1, np.int64)
+        aux[head_row] = s_aux[row_s[head_row]]
+        pv = np.flatnonzero(typ == PAGE_VIEW)
+        item_page = rng.random(len(pv)) < ITEM_PAGE_P
+        static = np.searchsorted(self.page_cdf, rng.random(len(pv)), side="right")
+        sku = np.minimum(rng.zipf(1.3, len(pv)), CATALOGUE)
+        aux[pv] = np.where(item_page, len(STATIC_PAGES) + sku, static)
+        expo = typ == EXPOSURE
+        aux[expo] = variant[row_s[expo]]
+
+        # orders: items from the catalogue, lognormal prices ending in .00/.90/.99
+        o_sess = np.flatnonzero(crt)
+        n_orders = len(o_sess)
+        ordno_s = np.full(S, -1, np.int64)
+        ordno_s[o_sess] = self.next_order + np.arange(n_orders)
+        self.order_days.append((int(s_start[0] // DAY_MS) if S else 0, self.next_order))
+        self.next_order += n_orders
+        n_items = 1 + rng.binomial(3, 0.22, n_orders)
+        n_lines = int(n_items.sum())
+        units = np.maximum(1, np.round(rng.lognormal(np.log(45), 0.85, n_lines)))
+        price = units.astype(np.int64) * 100 - rng.choice([0, 10, 1], n_lines, p=[0.5, 0.3, 0.2])
+        qty = 1 + (rng.random(n_lines) < 0.12)
+        skus = np.minimum(rng.zipf(1.3, n_lines), CATALOGUE)
+        line_total = price * qty
+        starts = np.cumsum(n_items) - n_items
+        amount_s = np.zeros(S, np.int64)
+        if n_orders:
+            amount_s[o_sess] = np.add.reduceat(line_total, starts)
+        qty_l, price_l, sku_l = qty.tolist(), price.tolist(), skus.tolist()
+        for o, a, b in zip(
+            ordno_s[o_sess].tolist(), starts.tolist(), (starts + n_items).tolist(), strict=True
+        ):
+            self.items[o] = b"[%s]" % b",".join(
+                b'{"sku":"sku-%05d","qty":%d,"price":%s}' % (sku_l[i], qty_l[i], _money(price_l[i]))
+                for i in range(a, b)
+            )
+        is_order = typ >= ORDER_CREATED
+        ordno = np.where(is_order, ordno_s[row_s], -1)
+        amt = np.where(is_order, amount_s[row_s], 0)
+
+        batch = _batch(N, ts=ts, user=s_user[row_s], attr=users["attr"][s_user[row_s]], typ=typ,
+                       sess=sess[row_s], aux=aux, amt=amt, ordno=ordno)  # fmt: skip
+
+        # refunds, hours to days after payment; about 40% partial
+        paid_rows = np.flatnonzero(typ == ORDER_PAID)
+        refunded = paid_rows[rng.random(len(paid_rows)) < spec.refund_rate]
+        m = len(refunded)
+        delay = np.clip(
+            rng.lognormal(np.log(20 * HOUR_MS), 0.9, m), 30 * MIN_MS, MAX_REFUND_DELAY_MS
+        )
+        r_ts = ts[refunded] + delay.astype(np.int64)
+        full = amt[refunded]
+        partial = np.floor(full * rng.uniform(0.15, 0.9, m)).astype(np.int64)
+        r_amt = np.where(rng.random(m) < 0.6, full, np.minimum(partial, full))
+        refunds = _batch(m, ts=r_ts, user=batch["user"][refunded], attr=batch["attr"][refunded],
+                         typ=ORDER_REFUNDED, amt=r_amt, ordno=ordno[refunded])  # fmt: skip
+        return [batch, refunds]
+
+    # ---------------------------------------------------------- serialisation
+    def _serialise(self, rows: dict[str, np.ndarray]) -> Iterator[tuple[str, bytes]]:
+        head_format, session_format, order_format = (
+            self.head_format, self.session_format, self.order_format,
+        )  # fmt: skip
+        spend_format, type_bytes, attr_bytes = self.spend_format, self.type_bytes, self.attr_bytes
+        page_bytes, exposure_bytes, campaign_bytes = (
+            self.page_bytes, self.exposure_bytes, self.campaign_bytes,
+        )  # fmt: skip
+        channel_bytes, items, n_static = self.channel_bytes, self.items, len(STATIC_PAGES)
+        fields = ("ts", "eid", "user", "attr", "typ", "sess", "aux", "amt", "ordno", "bad")
+        n = len(rows["ts"])
+        for lo in range(0, n, 65_536):
+            columns = [rows[f][lo : lo + 65_536].tolist() for f in fields]
+            for ts, eid, user, attr, typ, sess, aux, amt, ordno, bad in zip(*columns, strict=True):
+                if typ == SPEND:
+                    yield "spend", spend_format % (eid, ts, channel_bytes[aux], _money(amt))
+                    continue
+                line = head_format % (eid, user, ts, type_bytes[typ], attr_bytes[attr])
+                if sess >= 0:
+                    line += session_format % sess
+                if typ == PAGE_VIEW:
+                    if aux < n_static:
+                        line += page_bytes[aux]
+                    else:
+                        line += b',"page":"/item/sku-%05d"}' % (aux - n_static)
+                elif typ >= ORDER_CREATED:
+                    line += order_format % (ordno, _money(amt), items[ordno])
+                elif typ == EXPOSURE:
+                    line += exposure_bytes[aux]
+                elif typ == PUSH_SENT or typ == PUSH_OPEN:
+                    line += campaign_bytes[aux]
+                else:
+                    line += b"}"
+                if bad:
+                    line = _corrupt(line, bad, user, ts, amt)
+                yield ("orders" if typ >= ORDER_CREATED else "clicks"), line
+
+
+def _corrupt(line: bytes, kind: int, user: int, ts: int, amt: int) -> bytes:
+    """A malformed variant of a valid line, as a buggy producer would send it."""
+    if kind == _NOT_JSON:
+        return line[: len(line) // 2]
+    if kind == _NOT_OBJECT:
+        return b"[" + line + b"]"
+    if kind == _NO_USER:
+        return line.replace(b'"user_id":"u%07d",' % user, b"", 1)
+    if kind == _TS_STRING:  # local time without an offset
+        text = dt.datetime.fromtimestamp(ts / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return line.replace(b'"ts":%d' % ts, b'"ts":"%s"' % text.encode(), 1)
+    if kind == _NEGATIVE_AMOUNT:
+        return line.replace(b'"amount":%s' % _money(amt), b'"amount":-%s' % _money(amt), 1)
+    # _TS_FLOAT: seconds with a fraction instead of integer milliseconds
+    return line.replace(b'"ts":%d' % ts, b'"ts":%d.%03d' % divmod(ts, 1000), 1)
+
+
+if __name__ == "__main__":  # python -m streams.generator [new_users_per_day] [days]: rate
+    import sys
+    import time
+
+    users_per_day = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    days = int(sys.argv[2]) if len(sys.argv) > 2 else 14
+    started = time.perf_counter()
+    counts = dict.fromkeys(TOPICS, 0)
+    for topic, _ in generate(GeneratorSpec(days=days, new_users_per_day=users_per_day)):
+        counts[topic] += 1
+    elapsed = time.perf_counter() - started
+    total = sum(counts.values())
+    print(f"{total:,} events in {elapsed:.1f} s: {total / elapsed:,.0f}/s {counts}")
