@@ -100,7 +100,7 @@ STATIC_PAGES = (
 )  # fmt: skip
 STATIC_PAGE_P = (0.22, 0.20, 0.10, 0.12, 0.12, 0.10, 0.08, 0.06)
 ITEM_PAGE_P = 0.4  # share of page views that are product pages
-CATALOGUE = 20_000  # skus, popularity ~ Zipf
+CATALOGUE = 20_000  # skus; popularity of the sku of rank r ~ 1 / r
 VARIANTS = ("control", "treatment")
 
 # event type codes
@@ -113,7 +113,7 @@ TYPE_NAMES = (
 TYPE_TOPIC = ("spend",) + ("clicks",) * 8 + ("orders",) * 3
 # gap before an event inside a session: (median ms, lognormal sigma)
 _GAP = {
-    PAGE_VIEW: (28_000, 0.9),
+    PAGE_VIEW: (35_000, 1.0),
     ADD_TO_CART: (18_000, 0.7),
     EXPOSURE: (1_200, 0.5),
     CHECKOUT: (50_000, 1.0),
@@ -148,8 +148,8 @@ class GeneratorSpec:
     devices: tuple[str, ...] = tuple(DEVICES)
     regions: tuple[str, ...] = tuple(REGIONS)
     experiment: str = "checkout_button"
-    treatment_lift: float = 0.10  # relative lift of checkout and order rates in treatment
-    push_rate: float = 0.25  # share of existing users sent the day's push
+    treatment_lift: float = 0.05  # relative lift of checkout and order rates in treatment
+    push_rate: float = 0.25  # share of users aged 1-30 days sent the day's push
     refund_rate: float = 0.08  # share of paid orders refunded (about 40% of them partially)
     currency: str = "CNY"
 
@@ -306,6 +306,9 @@ class _Simulation:
         page_p = np.array(STATIC_PAGE_P)
         self.page_cdf = np.cumsum(page_p / page_p.sum())
         self.page_cdf[-1] = 1.0
+        popularity = 1.0 / np.arange(1, CATALOGUE + 1)
+        self.sku_cdf = np.cumsum(popularity / popularity.sum())
+        self.sku_cdf[-1] = 1.0
 
         seed = spec.seed
         ndev, nreg = len(spec.devices), len(spec.regions)
@@ -393,7 +396,8 @@ class _Simulation:
 
         # push campaign in the users' local evening
         campaign = k % len(CAMPAIGNS)
-        target_p = np.where(self.chan_push[oc], 1.5, 1.0) * spec.push_rate
+        # lifecycle pushes: users in their first 30 days (push-acquired ones more often)
+        target_p = np.where(self.chan_push[oc], 1.5, 1.0) * spec.push_rate * (age <= 30)
         pushed = np.flatnonzero(rng.random(old) < target_p)
         sent = (
             day_start
@@ -420,7 +424,7 @@ class _Simulation:
 
         # sessions: 1 + Poisson per active user, start times from the regional daily curve
         active = np.concatenate([new_idx, back_idx])
-        n_sess = 1 + np.minimum(rng.poisson(0.35 * engage_all[active]), 5)
+        n_sess = 1 + np.minimum(rng.poisson(0.5 * engage_all[active]), 6)
         s_user = np.repeat(active, n_sess)
         s_start = day_start + self._utc_time_of_day(users["reg"][s_user])
         s_head = np.where(rng.random(len(s_user)) < 0.4, LOGIN, 0)
@@ -436,6 +440,7 @@ class _Simulation:
         s_aux = np.concatenate([np.full(len(s_user) - len(open_user), -1),
                                 np.full(len(open_user), campaign)])  # fmt: skip
         order = np.lexsort((s_user, s_start))
+        self.order_days.append((day, self.next_order))
         batches.extend(self._sessions(s_user[order], s_start[order], s_head[order], s_aux[order]))
 
         fresh = _concat(batches)
@@ -472,6 +477,9 @@ class _Simulation:
             hour[m] = np.searchsorted(self.hour_cdf[r], u[m], side="right")
         return hour * HOUR_MS + self.rng.integers(0, HOUR_MS, len(reg))
 
+    def _skus(self, n: int) -> np.ndarray:
+        return 1 + np.searchsorted(self.sku_cdf, self.rng.random(n), side="right")
+
     def _spend(self, day_start: int, chan: np.ndarray) -> dict[str, np.ndarray]:
         paid = np.flatnonzero(self.chan_cpi > 0)
         count = np.bincount(chan, minlength=len(self.chan_cpi))[paid]
@@ -491,11 +499,11 @@ class _Simulation:
         buy = users["buy"][s_user]
         variant = users["variant"][s_user]
         lift = 1.0 + spec.treatment_lift * variant
-        n_pv1 = rng.geometric(0.24, S)
-        cart = rng.random(S) < np.minimum(0.24 * buy, 0.85)
+        n_pv1 = rng.geometric(0.18, S)
+        cart = rng.random(S) < np.minimum(0.22 * buy, 0.85)
         n_pv2 = np.where(cart, rng.geometric(0.55, S) - 1, 0)
         chk = cart & (rng.random(S) < np.minimum(0.42 * lift, 0.95))
-        crt = chk & (rng.random(S) < np.minimum(0.55 * np.sqrt(buy) * lift, 0.95))
+        crt = chk & (rng.random(S) < np.minimum(0.5 * np.sqrt(buy) * lift, 0.95))
         paid = crt & (rng.random(S) < 0.87)
         seg_len = np.stack([s_head != 0, n_pv1, cart, cart, n_pv2, chk, crt, paid], axis=1).astype(
             np.int64
@@ -531,7 +539,7 @@ class _Simulation:
         pv = np.flatnonzero(typ == PAGE_VIEW)
         item_page = rng.random(len(pv)) < ITEM_PAGE_P
         static = np.searchsorted(self.page_cdf, rng.random(len(pv)), side="right")
-        sku = np.minimum(rng.zipf(1.3, len(pv)), CATALOGUE)
+        sku = self._skus(len(pv))
         aux[pv] = np.where(item_page, len(STATIC_PAGES) + sku, static)
         expo = typ == EXPOSURE
         aux[expo] = variant[row_s[expo]]
@@ -541,14 +549,13 @@ class _Simulation:
         n_orders = len(o_sess)
         ordno_s = np.full(S, -1, np.int64)
         ordno_s[o_sess] = self.next_order + np.arange(n_orders)
-        self.order_days.append((int(s_start[0] // DAY_MS) if S else 0, self.next_order))
         self.next_order += n_orders
         n_items = 1 + rng.binomial(3, 0.22, n_orders)
         n_lines = int(n_items.sum())
         units = np.maximum(1, np.round(rng.lognormal(np.log(45), 0.85, n_lines)))
         price = units.astype(np.int64) * 100 - rng.choice([0, 10, 1], n_lines, p=[0.5, 0.3, 0.2])
         qty = 1 + (rng.random(n_lines) < 0.12)
-        skus = np.minimum(rng.zipf(1.3, n_lines), CATALOGUE)
+        skus = self._skus(n_lines)
         line_total = price * qty
         starts = np.cumsum(n_items) - n_items
         amount_s = np.zeros(S, np.int64)

@@ -11,6 +11,7 @@ from streams.generator import GeneratorSpec
 
 pytestmark = pytest.mark.slow
 
+KILLS = 5
 SPEC = GeneratorSpec(seed=21, days=5, new_users_per_day=60, duplicate_rate=0.02, invalid_rate=0.003)
 
 
@@ -89,3 +90,45 @@ async def test_whole_cluster_restart_recovers_state_from_kafka(cluster):
     assert after["events"]["consumed"] > before["events"]["consumed"]
     assert same_numbers(after, cluster.replay()) == {}
     assert await cluster.wait_lag_zero() == 0
+
+
+async def test_killed_workers_partitions_are_processed_again_within_30_seconds(cluster):
+    import time
+    import urllib.request
+
+    import orjson
+
+    def ready(name):
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{cluster.ports[name]}/ready", timeout=2
+            ) as r:
+                return orjson.loads(r.read())
+        except Exception:
+            return None
+
+    cluster.start("w1")
+    cluster.start("w2")
+    await cluster.produce(GeneratorSpec(seed=26, days=2, new_users_per_day=40))
+    await cluster.wait_consumed()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = [ready("w1"), ready("w2")]
+        if all(s and s["ready"] for s in states) and sum(len(s["partitions"]) for s in states) == 4:
+            break
+        await asyncio.sleep(0.5)
+    cluster.kill("w1")
+    killed_at = time.monotonic()
+    while time.monotonic() - killed_at < 60:
+        state = ready("w2")
+        if state and state["ready"] and len(state["partitions"]) == 4:
+            break
+        await asyncio.sleep(0.25)
+    failover_s = time.monotonic() - killed_at
+    print(
+        f"failover: partitions of the killed worker ready on the survivor after {failover_s:.1f}s"
+    )
+    assert failover_s < 30
+    await cluster.produce(GeneratorSpec(seed=27, days=1, start="2026-11-02", new_users_per_day=40))
+    live = await cluster.wait_consumed()
+    assert same_numbers(live, cluster.replay()) == {}

@@ -1,76 +1,242 @@
 """The traffic generator: reproducible, time-ordered, realistic enough to exercise every KPI."""
 
+import gzip
 from collections import Counter, defaultdict
+from functools import cache
 
 import orjson
+import pytest
 
-from streams.generator import GeneratorSpec, generate
+from streams.events import Event, Invalid, SpendEvent, parse_event, parse_spend
+from streams.generator import MAX_REDELIVERY_MS, GeneratorSpec, generate, write_files
 
+DAY = 86_400_000
+FAR_FUTURE = 1 << 62
 SPEC = GeneratorSpec(seed=5, days=6, new_users_per_day=80, duplicate_rate=0.02)
+CLICK_TYPES = ("page_view", "signup", "login", "add_to_cart", "checkout", "exposure",
+               "push_sent", "push_open")  # fmt: skip
+ORDER_TYPES = ("order_created", "order_paid", "order_refunded")
 
 
+@cache
+def lines(spec=SPEC):
+    return tuple(generate(spec))
+
+
+@cache
 def events(spec=SPEC):
-    return [(topic, orjson.loads(line)) for topic, line in generate(spec)]
+    return tuple((topic, orjson.loads(line)) for topic, line in lines(spec))
+
+
+def originals(spec=SPEC):
+    """Each event once (the first delivery)."""
+    seen = set()
+    for topic, e in events(spec):
+        if e["event_id"] not in seen:
+            seen.add(e["event_id"])
+            yield topic, e
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes():
-    assert list(generate(SPEC)) == list(generate(SPEC))
-    assert list(generate(SPEC)) != list(
-        generate(GeneratorSpec(seed=6, days=6, new_users_per_day=80))
+    assert list(generate(SPEC)) == list(lines())
+    other = list(generate(GeneratorSpec(seed=6, days=6, new_users_per_day=80)))
+    assert other != list(lines())
+    ids = {e["event_id"] for _, e in events()}
+    assert not ids & {orjson.loads(line)["event_id"] for _, line in other}  # seed in the ids
+
+
+def test_stream_is_in_event_time_order_and_copies_trail_by_at_most_five_minutes():
+    high, seen = 0, set()
+    for _, e in events():
+        if e["event_id"] in seen:  # a redelivery: later in the stream than its original
+            assert high - MAX_REDELIVERY_MS <= e["ts"] <= high
+        else:
+            assert e["ts"] >= high  # originals: exactly in ts order
+            seen.add(e["event_id"])
+        high = max(high, e["ts"])
+    start = DAY * 20758  # 2026-11-01
+    assert start <= min(e["ts"] for _, e in events()) and high < start + 6 * DAY
+
+
+def test_every_line_parses_and_has_the_contract_fields():
+    assert {topic for topic, _ in lines()} == {"clicks", "orders", "spend"}
+    for topic, line in lines():
+        if topic == "spend":
+            spend = parse_spend(line, now_ms=FAR_FUTURE)
+            assert isinstance(spend, SpendEvent), (spend, line)
+            continue
+        event = parse_event(line, now_ms=FAR_FUTURE)
+        assert isinstance(event, Event), (event, line)
+        e = orjson.loads(line)
+        assert isinstance(e["ts"], int) and e["ts"] == event.ts
+        assert e["type"] in (ORDER_TYPES if topic == "orders" else CLICK_TYPES)
+        assert {"channel", "device", "region"} <= e.keys()
+        if topic == "orders":
+            assert e["order_id"] and e["amount"] >= 0 and e["currency"]
+            assert round(e["amount"], 2) == e["amount"]
+            assert isinstance(e["items"], list) and e["items"]
+            if e["type"] != "order_refunded":
+                items = sum(round(i["price"] * 100) * i["qty"] for i in e["items"])
+                assert items == round(e["amount"] * 100)
+        if e["type"] == "exposure":
+            assert e["experiment"] == "checkout_button" and e["variant"] in ("control", "treatment")
+        if e["type"].startswith("push_"):
+            assert e["campaign"]
+        if e["type"] == "page_view":
+            assert e["page"].startswith("/")
+
+
+def test_every_event_type_appears():
+    types = Counter(e["type"] for topic, e in events() if topic != "spend")
+    for kind in CLICK_TYPES + ORDER_TYPES:
+        assert types[kind] > 0, kind
+    # the shape: mostly page views; a funnel that narrows
+    assert types["page_view"] > 0.5 * sum(types.values())
+    assert types["signup"] > types["add_to_cart"] > types["checkout"] > types["order_created"]
+    assert types["order_created"] >= types["order_paid"] > types["order_refunded"]
+    assert types["push_sent"] > types["push_open"]
+
+
+def test_duplicates_are_identical_copies_at_about_the_asked_rate():
+    by_id = defaultdict(list)
+    for _, line in lines():
+        by_id[orjson.loads(line)["event_id"]].append(line)
+    copies = [v for v in by_id.values() if len(v) > 1]
+    assert 0.015 < len(copies) / len(by_id) < 0.025
+    assert all(len(v) == 2 and v[0] == v[1] for v in copies)
+    no_dups = GeneratorSpec(seed=5, days=2, new_users_per_day=80, duplicate_rate=0.0)
+    ids = [orjson.loads(line)["event_id"] for _, line in generate(no_dups)]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_user_keeps_acquisition_attributes_and_experiment_variant():
+    attrs, variants = {}, {}
+    for _, e in originals():
+        if "user_id" not in e:
+            continue
+        u = e["user_id"]
+        assert attrs.setdefault(u, (e["channel"], e["device"], e["region"])) == (
+            e["channel"], e["device"], e["region"],
+        )  # fmt: skip
+        if e["type"] == "exposure":
+            assert variants.setdefault(u, e["variant"]) == e["variant"]
+    assert {a[0] for a in attrs.values()} == {"organic", "ads", "social", "referral", "push"}
+    assert {a[1] for a in attrs.values()} == {"ios", "android", "web"}
+    assert set(Counter(variants.values())) == {"control", "treatment"}
+
+
+def test_first_event_of_a_user_is_the_signup_and_sessions_have_ids():
+    first = {}
+    for _, e in originals():
+        if "user_id" in e and e["type"] not in ("push_sent", "order_refunded"):
+            first.setdefault(e["user_id"], e)
+    assert all(e["type"] == "signup" for e in first.values())
+    in_session = Counter(e["type"] for _, e in originals() if "session_id" in e)
+    assert in_session["page_view"] and "push_sent" not in in_session
+
+
+def test_some_users_are_active_on_both_sides_of_midnight_within_an_hour():
+    by_user = defaultdict(list)
+    for _, e in originals():
+        if "user_id" in e and e["type"] not in ("push_sent", "order_refunded"):
+            by_user[e["user_id"]].append(e["ts"])
+    crossing = sum(
+        any(b // DAY > a // DAY and b - a < 3_600_000 for a, b in zip(ts, ts[1:], strict=False))
+        for ts in by_user.values()
+    )
+    assert crossing > 0
+    by_session = defaultdict(set)
+    for _, e in originals():
+        if "session_id" in e:
+            by_session[e["session_id"]].add(e["ts"] // DAY)
+    assert any(len(days) > 1 for days in by_session.values())
+
+
+def test_orders_are_created_then_paid_and_refunds_never_exceed_what_was_paid():
+    created, paid, refunded = {}, {}, defaultdict(int)
+    for topic, e in originals():
+        if topic != "orders":
+            continue
+        cents = round(e["amount"] * 100)
+        if e["type"] == "order_created":
+            created[e["order_id"]] = (e["ts"], cents, e["user_id"])
+        elif e["type"] == "order_paid":
+            ts, amount, user = created[e["order_id"]]
+            assert ts < e["ts"] and amount == cents and user == e["user_id"]
+            paid[e["order_id"]] = (e["ts"], cents)
+        else:
+            ts, amount = paid[e["order_id"]]
+            assert ts < e["ts"]
+            refunded[e["order_id"]] += cents
+    assert refunded and all(cents <= paid[o][1] for o, cents in refunded.items())
+    assert any(cents < paid[o][1] for o, cents in refunded.items())  # some partial refunds
+
+
+def test_spend_is_one_event_per_paid_channel_per_day():
+    spend = [e for topic, e in originals() if topic == "spend"]
+    per_day = Counter((e["ts"] // DAY, e["channel"]) for e in spend)
+    assert set(per_day.values()) == {1}
+    assert {c for _, c in per_day} == {"ads", "social", "referral", "push"}
+    assert len({d for d, _ in per_day}) == 6 and all(e["amount"] >= 0 for e in spend)
+
+
+def test_invalid_rate_mixes_in_malformed_lines_of_every_kind():
+    spec = GeneratorSpec(seed=2, days=2, new_users_per_day=50, invalid_rate=0.05)
+    raw = [line for topic, line in generate(spec) if topic != "spend"]
+    results = [parse_event(line, now_ms=FAR_FUTURE) for line in raw]
+    reasons = Counter(r.reason for r in results if isinstance(r, Invalid))
+    valid = sum(isinstance(r, Event) for r in results)
+    assert 0.035 < sum(reasons.values()) / valid < 0.065
+    assert set(reasons) == {"not_json", "not_object", "missing_field", "bad_type", "bad_value"}
+    many = GeneratorSpec(seed=2, days=2, new_users_per_day=1000, invalid_rate=0.2)
+    negative = [
+        line for topic, line in generate(many) if topic == "orders" and b'"amount":-' in line
+    ]
+    assert negative
+    assert all(parse_event(line, now_ms=FAR_FUTURE).reason == "bad_value" for line in negative)
+    # without invalid_rate, nothing is invalid
+    assert not any(
+        isinstance(parse_event(line, now_ms=FAR_FUTURE), Invalid)
+        for topic, line in lines()
+        if topic != "spend"
     )
 
 
-def test_stream_is_in_event_time_order_up_to_redelivery_delay():
-    high = 0
-    for _, event in events():
-        assert event["ts"] >= high - 5 * 60_000
-        high = max(high, event["ts"])
-
-
-def test_every_event_type_appears_and_duplicates_are_identical_copies():
-    evs = events()
-    types = Counter(e["type"] for topic, e in evs if topic != "spend")
-    for kind in ("page_view", "signup", "login", "add_to_cart", "checkout", "exposure", "push_sent",
-                 "push_open", "order_created", "order_paid", "order_refunded"):  # fmt: skip
-        assert types[kind] > 0, kind
-    by_id = defaultdict(list)
-    for _, e in evs:
-        by_id[e["event_id"]].append(e)
-    copies = [v for v in by_id.values() if len(v) > 1]
-    assert 0.01 < len(copies) / len(by_id) < 0.03
-    assert all(all(c == v[0] for c in v) for v in copies)
-
-
-def test_some_sessions_cross_midnight():
-    day = 86_400_000
-    by_session = defaultdict(set)
-    for _, e in events():
-        if "session_id" in e:
-            by_session[e["session_id"]].add(e["ts"] // day)
-    assert sum(1 for days in by_session.values() if len(days) > 1) > 0
-
-
-def test_refunds_never_exceed_what_was_paid():
-    paid, refunded = {}, defaultdict(float)
-    for topic, e in events():
-        if topic != "orders":
-            continue
-        if e["type"] == "order_paid":
-            paid[e["order_id"]] = e["amount"]
-        elif e["type"] == "order_refunded":
-            refunded[e["order_id"]] = e["amount"]
-    assert refunded and all(amount <= paid[o] for o, amount in refunded.items())
-
-
-def test_invalid_rate_mixes_in_malformed_lines():
-    from streams.events import Invalid, parse_event
-
-    lines = [
-        line
-        for topic, line in generate(
-            GeneratorSpec(seed=2, days=2, new_users_per_day=50, invalid_rate=0.05)
+def test_write_files_plain_and_gzip(tmp_path):
+    spec = GeneratorSpec(seed=3, days=2, new_users_per_day=40)
+    seen = []
+    counts = write_files(spec, tmp_path / "plain", progress=seen.append)
+    expected = Counter(topic for topic, _ in generate(spec))
+    assert counts == dict(expected) and seen[-1] == sum(counts.values())
+    for name, n in counts.items():
+        data = (tmp_path / "plain" / f"{name}.jsonl").read_bytes()
+        assert data.count(b"\n") == n and data.endswith(b"\n")
+    assert write_files(spec, tmp_path / "gz", gzip=True) == counts
+    for name in counts:
+        assert (
+            gzip.decompress((tmp_path / "gz" / f"{name}.jsonl.gz").read_bytes())
+            == (tmp_path / "plain" / f"{name}.jsonl").read_bytes()
         )
-        if topic != "spend"
-    ]
-    reasons = Counter(r.reason for r in map(parse_event, lines) if isinstance(r, Invalid))
-    assert sum(reasons.values()) > 0.03 * len(lines) and len(reasons) >= 3
+
+
+def test_spec_is_validated_and_knobs_take_effect():
+    with pytest.raises(ValueError):
+        GeneratorSpec(duplicate_rate=1.5)
+    with pytest.raises(ValueError):
+        GeneratorSpec(channels=("tv",))
+    with pytest.raises(ValueError):
+        GeneratorSpec(start="November")
+    spec = GeneratorSpec(
+        seed=4, days=2, new_users_per_day=30, channels=("organic",), regions=("eu-west",)
+    )
+    kinds = {
+        (e.get("channel"), e.get("region"))
+        for _, e in map(lambda x: (x[0], orjson.loads(x[1])), generate(spec))
+    }
+    assert kinds == {("organic", "eu-west")}  # no paid channel: no spend either
+
+
+def test_traffic_grows_with_new_users_per_day():
+    small = sum(1 for _ in generate(GeneratorSpec(seed=9, days=3, new_users_per_day=50)))
+    large = sum(1 for _ in generate(GeneratorSpec(seed=9, days=3, new_users_per_day=500)))
+    assert 7 < large / small < 13
