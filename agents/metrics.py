@@ -17,7 +17,6 @@ from prometheus_client.registry import Collector
 
 from state.config import Config
 from state.partials import DAU, GMV_CENTS, NEW_USERS, PAYING_USERS
-from streams.events import Invalid
 
 
 class Metrics:
@@ -42,6 +41,10 @@ class Metrics:
             "opspulse_commit_duration_seconds", "Time to commit one partition's state transaction",
             registry=self.registry,
         )  # fmt: skip
+        self.processing_seconds = Histogram(
+            "opspulse_event_processing_seconds", "Time to validate and apply one input message",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1), registry=self.registry,
+        )  # fmt: skip
         self.pipeline: Any = None
         self.app: Any = None
 
@@ -49,8 +52,12 @@ class Metrics:
         self.pipeline, self.app = pipeline, app
         self.registry.register(_StateCollector(self))
 
-    def observe_event(self, topic: str, event: Any) -> None:
+    def observe_event(self, topic: str, seconds: float) -> None:
         self.events.labels(topic).inc()
+        self.processing_seconds.observe(seconds)
+
+    def observe_commit(self, seconds: float) -> None:
+        self.commit_seconds.observe(seconds)
 
     def observe_dead_letter(self, topic: str, reason: str) -> None:
         if reason == "late":
@@ -150,6 +157,3 @@ class _StateCollector(Collector):
             for step, n in zip(spec.steps, day_counts, strict=True):
                 funnel.add_metric([spec.name, step], n)
         yield funnel
-
-
-__all__ = ["Metrics", "Invalid"]

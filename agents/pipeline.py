@@ -113,6 +113,7 @@ class Pipeline:
         runtime.pending_acks.append(ack)
         if offset <= runtime.offsets.get(topic, -1):
             return True  # already in the committed state (redelivered after a restart)
+        started = time.perf_counter()
         runtime.offsets[topic] = offset
         runtime.dirty = True
         fold = runtime.fold
@@ -129,7 +130,7 @@ class Pipeline:
                 detail = "older than its topic-partition watermark minus allowed_lateness"
                 self._dead_letter(runtime, topic, partition, offset, key, raw, "late", detail)
         if self.metrics is not None:
-            self.metrics.observe_event(topic, event)
+            self.metrics.observe_event(topic, time.perf_counter() - started)
         return True
 
     def _dead_letter(
@@ -159,8 +160,11 @@ class Pipeline:
                 return
             out, runtime.outgoing = runtime.outgoing, Outgoing()
             runtime.dirty = False
+            started = time.perf_counter()
             runtime.store.collect(runtime.fold, dict(runtime.offsets), out)
             await runtime.store.commit(out)
+            if self.metrics is not None:
+                self.metrics.observe_commit(time.perf_counter() - started)
             for ack in acks:
                 ack()
 
