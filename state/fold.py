@@ -42,6 +42,8 @@ class Fold:
         self.changed: set[str] = set()  # users changed since the last `take_changed`
         self._lateness = config.allowed_lateness_ms
         self._spend_ids: dict[str, int] = {}
+        # The horizon may lag the watermarks (that only keeps more state): move it once a minute.
+        self._next_horizon_update = 0
 
     def is_late(self, ts: int, source: Hashable) -> bool:
         mark = self.watermarks.get(source)
@@ -66,7 +68,8 @@ class Fold:
                 continue
             if mark is None or ts > mark:
                 mark = self.watermarks[source] = ts
-                self._update_horizon()
+                if ts >= self._next_horizon_update:
+                    self._update_horizon()
             result = apply(users.get(user_id), event, self.ctx)
             if result.duplicate:
                 counters["duplicates"] += 1
@@ -102,6 +105,7 @@ class Fold:
             self._update_horizon()
 
     def _update_horizon(self) -> None:
+        self._next_horizon_update = max(self.watermarks.values()) + 60_000
         if not self.sources <= self.watermarks.keys():
             return
         self.ctx.horizon_ms = max(0, min(self.watermarks.values()) - self._lateness)
