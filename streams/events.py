@@ -179,7 +179,22 @@ def _fast_event(obj: dict, now_ms: int | None) -> Event | None:
             amount_cents = to_cents(amount)
         else:
             return None
-    return Event(event_id, user_id, ts, kind, *short, order_id, amount_cents, *text)
+    channel, device, region = short
+    experiment, variant, campaign = text
+    return Event(
+        event_id,
+        user_id,
+        ts,
+        kind,
+        channel,
+        device,
+        region,
+        order_id,
+        amount_cents,
+        experiment,
+        variant,
+        campaign,
+    )
 
 
 def _event(obj: dict, now_ms: int | None) -> Event:
