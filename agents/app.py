@@ -64,6 +64,10 @@ def create_app(
         topics.clicks, topics.orders, key_serializer="raw", value_serializer="raw",
         partitions=topics.partitions, internal=False,
     )  # fmt: skip
+    # Routing by key needs one topic; clicks and orders are co-partitioned, so clicks decides.
+    clicks = app.topic(
+        topics.clicks, key_serializer="raw", value_serializer="raw", partitions=topics.partitions
+    )
     metrics = Metrics(config)
     pipeline = Pipeline(config, bootstrap_servers(), app_id, metrics=metrics)
     metrics.attach(pipeline, app)
@@ -136,7 +140,7 @@ def create_app(
         found = pipeline.user(user_id)
         if found is None:
             try:
-                return await app.router.route_topic_req(inputs, user_id.encode(), web, request)
+                return await app.router.route_topic_req(clicks, user_id.encode(), web, request)
             except SameNode:
                 return web.json({"error": f"unknown user {user_id!r}"}, status=404)
         partition, user = found

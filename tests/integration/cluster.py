@@ -90,6 +90,54 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
+    def get(self, name: str, path: str, expect: int = 200):
+        return _get(f"http://127.0.0.1:{self.ports[name]}{path}", expect)
+
+    def scrape(self, name: str) -> dict:
+        """/metrics as {(name, sorted labels): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = self.get(name, "/metrics").decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    async def wait_ready(self, names: list[str], timeout: float = 60) -> None:
+        """Until every named worker is ready and together they own all partitions."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                states = [self.get(n, "/ready") for n in names]
+                if sum(len(s["partitions"]) for s in states) == self.config.topics.partitions:
+                    return
+            except (AssertionError, OSError):
+                pass
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"workers {names} not ready within {timeout}s")
+
+    async def dead_letters(self, expected: int, timeout: float = 30) -> list[tuple[bytes, dict]]:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            self.config.topics.dlq, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+            isolation_level="read_committed", group_id=None,
+        )  # fmt: skip
+        await consumer.start()
+        letters: list[tuple[bytes, dict]] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    letters += [(r.value, dict(r.headers)) for r in records]
+                if len(letters) >= expected and not batches:
+                    break
+        finally:
+            await consumer.stop()
+        return letters
+
     # traffic
     async def produce(self, spec: GeneratorSpec, *, rate: float = 0) -> int:
         """Send the generated clicks and orders (keyed by user, in stream order); keep
@@ -171,6 +219,23 @@ class Cluster:
             await asyncio.sleep(1)
             lag = await self.group_lag()
         return lag
+
+
+class _NoRetry(Exception):
+    pass
+
+
+def _get(url: str, expect: int = 200):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    assert status == expect, (url, status, body[:200])
+    return orjson.loads(body) if body.startswith(b"{") else body
 
 
 def same_numbers(live: dict, replayed: dict) -> dict:

@@ -36,6 +36,38 @@ async def test_one_worker_snapshot_equals_replay(cluster):
     )
     assert events["duplicates"] > 0 and events["invalid"] > 0
     assert await cluster.wait_lag_zero() == 0
+
+    # Every invalid message is on the dead-letter topic once, untouched, with its reason.
+    letters = await cluster.dead_letters(events["invalid"])
+    assert len(letters) == events["invalid"]
+    produced = set(cluster.clicks.read_bytes().splitlines()) | set(
+        cluster.orders.read_bytes().splitlines()
+    )
+    for value, headers in letters:
+        assert value in produced
+        assert headers["opspulse.reason"].decode() in {
+            "not_json",
+            "not_object",
+            "missing_field",
+            "bad_type",
+            "bad_value",
+            "too_large",
+            "late",
+        }
+        assert headers["opspulse.topic"].decode() in {
+            cluster.config.topics.clicks,
+            cluster.config.topics.orders,
+        }
+        assert int(headers["opspulse.offset"]) >= 0 and 0 <= int(headers["opspulse.partition"]) < 4
+
+    # The Prometheus scrape agrees with the report.
+    metrics = cluster.scrape("w1")
+    assert metrics[("opspulse_events", (("outcome", "consumed"),))] == sent
+    invalid_total = sum(
+        v for (name, _), v in metrics.items() if name == "opspulse_invalid_events_total"
+    )
+    assert invalid_total == events["invalid"]
+    assert all("user" not in dict(labels) for _, labels in metrics)
     assert cluster.stop("w1") == 0  # SIGTERM: a clean, prompt shutdown
 
 
@@ -72,6 +104,63 @@ async def test_worker_joining_and_leaving_mid_stream_changes_nothing(cluster):
     await producing
     live = await cluster.wait_consumed(timeout=120)
     assert same_numbers(live, cluster.replay()) == {}
+
+
+async def test_user_lookup_is_routed_to_the_owning_worker(cluster):
+    cluster.start("w1")
+    cluster.start("w2")
+    await cluster.produce(GeneratorSpec(seed=28, days=2, new_users_per_day=30))
+    await cluster.wait_consumed()
+    await cluster.wait_ready(["w1", "w2"])
+    _, fold, _ = __import__("agents.replay", fromlist=["replay_files"]).replay_files(
+        cluster.config, cluster.clicks, cluster.orders
+    )
+    for user_id in sorted(fold.users)[:5]:
+        answers = [cluster.get(name, f"/users/{user_id}") for name in ("w1", "w2")]
+        assert answers[0] == answers[1]
+        assert answers[0]["orders_paid"] == fold.users[user_id].orders_paid
+        assert answers[0]["first_seen_ts"] == fold.users[user_id].first_ts
+    assert cluster.get("w1", "/users/nobody-at-all", expect=404)
+
+
+async def test_worker_refuses_clicks_and_orders_with_different_partition_counts(
+    cluster, kafka_bootstrap
+):
+    import subprocess
+    import sys
+
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics(
+        [NewTopic(cluster.config.topics.clicks, 2, 1), NewTopic(cluster.config.topics.orders, 3, 1)]
+    )
+    await admin.close()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "worker",
+            "--config",
+            str(cluster.config_path),
+            "--web-port",
+            "0",
+        ],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and "same partition count" in lines[0]
+        and "has 2" in lines[0]
+        and "has 3" in lines[0]
+    )
 
 
 async def test_whole_cluster_restart_recovers_state_from_kafka(cluster):
