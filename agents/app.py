@@ -17,6 +17,7 @@ import orjson
 from aiohttp.web import Response
 from faust.exceptions import SameNode
 
+from agents import fastpath
 from agents.metrics import Metrics
 from agents.pipeline import Pipeline
 from agents.settings import bootstrap_servers, broker_url
@@ -71,25 +72,16 @@ def create_app(
     metrics = Metrics(config)
     pipeline = Pipeline(config, bootstrap_servers(), app_id, metrics=metrics)
     metrics.attach(pipeline, app)
-    app.opspulse_pipeline = pipeline  # type: ignore[attr-defined]
     input_topics = {topics.clicks, topics.orders}
+    app.opspulse_pipeline = pipeline  # type: ignore[attr-defined]
 
     @app.agent(inputs, name="opspulse.ingest")
     async def ingest(stream: Any) -> None:
-        async for event in stream.noack().events():
-            message = event.message
-            if message.partition not in pipeline.partitions:
-                await pipeline.wait_ready(message.partition)
-            if not pipeline.handle(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                event.ack,
-            ):
-                # Never ack what was not applied: it would be committed and lost.
-                raise RuntimeError(f"message of unassigned partition {message.tp} {message.offset}")
+        """Subscribes the input topics; their records reach the pipeline through the batch path."""
+        async for event in stream.events():
+            raise RuntimeError(f"input message {event.message.tp} bypassed the batch path")
+
+    fastpath.install(app, input_topics, pipeline.handle_batch)
 
     @app.timer(interval=config.commit_interval_ms / 1000, name="opspulse.commit")
     async def commit() -> None:

@@ -23,8 +23,6 @@ from streams.events import Invalid, parse_event
 
 log = logging.getLogger("opspulse.pipeline")
 
-Ack = Callable[[], Any]
-
 
 @dataclass
 class PartitionRuntime:
@@ -33,7 +31,6 @@ class PartitionRuntime:
     store: PartitionStore
     fold: Fold
     offsets: dict[str, int]
-    pending_acks: list[Ack] = field(default_factory=list)
     outgoing: Outgoing = field(default_factory=Outgoing)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dirty: bool = False
@@ -52,16 +49,18 @@ class Pipeline:
         self.last_commit = time.monotonic()
         self._ready: dict[int, asyncio.Event] = {}
 
-    async def wait_ready(self, partition: int, timeout: float = 120.0) -> bool:
+    async def wait_ready(
+        self, partition: int, still_assigned: Callable[[], bool], timeout: float = 120.0
+    ) -> bool:
         """Wait until an assigned partition's state is loaded (Faust may deliver
-        its first messages before the assignment signal has run)."""
-        if partition in self.partitions:
-            return True
+        its first records before the assignment signal has run)."""
         ready = self._ready.setdefault(partition, asyncio.Event())
-        try:
-            await asyncio.wait_for(ready.wait(), timeout)
-        except TimeoutError:
-            return False
+        deadline = time.monotonic() + timeout
+        while partition not in self.partitions and still_assigned() and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(ready.wait(), 0.5)
+            except TimeoutError:
+                pass
         return partition in self.partitions
 
     def _sources(self, partition: int) -> list[tuple[str, int]]:
@@ -97,41 +96,66 @@ class Pipeline:
     async def stop(self) -> None:
         await self.revoke(list(self.partitions))
 
-    def handle(
+    async def handle_batch(
         self,
         topic: str,
         partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        ack: Ack,
-    ) -> bool:
-        """Apply one input message; False if the partition is not ours (yet)."""
+        records: list[Any],
+        still_assigned: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Apply one fetched batch of a partition (aiokafka records: offset, key, value).
+
+        Records of a partition that stops being ours before its state loaded are
+        dropped: nothing of them is committed, the new owner reads them again."""
         runtime = self.partitions.get(partition)
+        if runtime is None and await self.wait_ready(partition, still_assigned):
+            runtime = self.partitions.get(partition)
         if runtime is None:
-            return False
-        runtime.pending_acks.append(ack)
-        if offset <= runtime.offsets.get(topic, -1):
-            return True  # already in the committed state (redelivered after a restart)
+            if still_assigned():
+                raise RuntimeError(
+                    f"records of partition {topic}-{partition} arrived but its state never loaded"
+                )
+            return
         started = time.perf_counter()
-        runtime.offsets[topic] = offset
-        runtime.dirty = True
+        applied = runtime.offsets.get(topic, -1)
         fold = runtime.fold
-        raw = value or b""
-        event = parse_event(raw, max_bytes=self.config.max_message_bytes)
-        if isinstance(event, Invalid):
-            fold.count_invalid()
+        max_bytes = self.config.max_message_bytes
+        valid: list[tuple[str, Any]] = []
+        record_of: dict[int, Any] = {}
+        for record in records:
+            if record.offset <= applied:
+                continue  # already in the committed state (redelivered after a restart)
+            raw = record.value or b""
+            event = parse_event(raw, max_bytes=max_bytes)
+            if isinstance(event, Invalid):
+                fold.count_invalid()
+                self._dead_letter(
+                    runtime,
+                    topic,
+                    partition,
+                    record.offset,
+                    record.key,
+                    raw,
+                    event.reason,
+                    event.detail,
+                )
+            else:
+                valid.append((event.user_id, event))
+                record_of[id(event)] = record
+        late = fold.apply_batch(valid, (topic, partition)) if valid else []
+        for event in late:
+            record = record_of[id(event)]
+            detail = "older than its topic-partition watermark minus allowed_lateness"
             self._dead_letter(
-                runtime, topic, partition, offset, key, raw, event.reason, event.detail
+                runtime, topic, partition, record.offset, record.key, record.value, "late", detail
             )
-        else:
-            late = fold.apply_batch([(event.user_id, event)], (topic, partition))
-            if late:
-                detail = "older than its topic-partition watermark minus allowed_lateness"
-                self._dead_letter(runtime, topic, partition, offset, key, raw, "late", detail)
-        if self.metrics is not None:
-            self.metrics.observe_event(topic, time.perf_counter() - started)
-        return True
+        if records[-1].offset > applied:
+            runtime.offsets[topic] = records[-1].offset
+            runtime.dirty = True
+        if self.metrics is not None and valid:
+            self.metrics.observe_batch(
+                topic, len(records), time.perf_counter() - started, valid[-1][1].ts
+            )
 
     def _dead_letter(
         self, runtime: PartitionRuntime, topic: str, partition: int, offset: int,
@@ -148,25 +172,21 @@ class Pipeline:
         self.last_commit = time.monotonic()
 
     async def commit_partition(self, partition: int) -> None:
-        """One transaction with everything the partition changed; then ack its inputs."""
+        """One transaction with everything the partition changed and its input offsets."""
         runtime = self.partitions.get(partition)
         if runtime is None:
             return
         async with runtime.lock:
-            acks, runtime.pending_acks = runtime.pending_acks, []
             if not runtime.dirty:
-                for ack in acks:
-                    ack()
                 return
             out, runtime.outgoing = runtime.outgoing, Outgoing()
             runtime.dirty = False
+            offsets = dict(runtime.offsets)
             started = time.perf_counter()
-            runtime.store.collect(runtime.fold, dict(runtime.offsets), out)
-            await runtime.store.commit(out)
+            runtime.store.collect(runtime.fold, offsets, out)
+            await runtime.store.commit(out, offsets)
             if self.metrics is not None:
                 self.metrics.observe_commit(time.perf_counter() - started)
-            for ack in acks:
-                ack()
 
     def local_partials(self) -> Partials:
         merged = Partials(funnel_steps=tuple(len(f.steps) for f in self.config.funnels))

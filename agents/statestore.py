@@ -4,11 +4,11 @@ Once per commit interval, one transaction per partition carries everything
 the partition's events changed: the changed user records, the changed day
 partials and the partition's meta record (last applied input offsets,
 watermarks, counters) to the compacted state topic (partition p), the same
-day partials to `opspulse.kpi`, and the dead letters. Input messages are
-acknowledged to Faust only after that transaction committed, so Faust's
-committed offsets never run ahead of the state; events at or below the
-stored offsets are skipped on redelivery. A kill -9 at any moment leaves
-either the whole interval or none of it.
+day partials to `opspulse.kpi`, the dead letters, and the consumer group's input
+offsets (`send_offsets_to_transaction`). The committed offsets therefore
+never differ from the state; the offsets are also kept in the meta record,
+and events at or below them are skipped if ever redelivered. A kill -9 at
+any moment leaves either the whole interval or none of it.
 
 The transactional id is per partition: whoever takes a partition over
 fences the previous owner's producer.
@@ -60,6 +60,7 @@ class PartitionStore:
 
     def __init__(self, bootstrap: str, app_id: str, partition: int, config: Config) -> None:
         self.bootstrap = bootstrap
+        self.group_id = app_id
         self.partition = partition
         self.config = config
         self.state_topic = state_topic(app_id)
@@ -142,8 +143,8 @@ class PartitionStore:
         out.add(state, META_KEY, orjson.dumps(meta), partition=p)
         out.add(kpi, kpi_key(p, "events"), orjson.dumps({"partition": p, "counters": counters}))
 
-    async def commit(self, out: Outgoing) -> None:
-        """Send the interval's records in one transaction."""
+    async def commit(self, out: Outgoing, offsets: dict[str, int]) -> None:
+        """Send the interval's records and the next input offsets in one transaction."""
         producer = self.producer
         async with producer.transaction():
             futures = [
@@ -153,6 +154,9 @@ class PartitionStore:
                 for topic, partition, key, value, headers in out.records
             ]
             await asyncio.gather(*futures)
+            next_offsets = {TopicPartition(t, self.partition): o + 1 for t, o in offsets.items()}
+            if next_offsets:
+                await producer.send_offsets_to_transaction(next_offsets, self.group_id)
 
 
 def state_topic(app_id: str) -> str:

@@ -44,5 +44,17 @@ def test_assignment_signal_is_sent_after_the_consumer_is_assigned():
     )
 
 
+def test_the_batch_path_replaces_the_fetch_loop_it_was_written_against():
+    # agents/fastpath.py re-implements Consumer._drain_messages with these internals.
+    source = inspect.getsource(Consumer._drain_messages)
+    for piece in ("getmany(timeout=1.0)", "self.callback",
+                  "self._read_offset.__setitem__", "self.suspend_flow.wait()", "consumer_stopped_errors"):  # fmt: skip
+        assert piece in source, piece
+    getmany = inspect.getsource(Consumer.getmany)
+    for piece in ("await self._wait_next_records(timeout)", "self.app.consumer_generation_id",
+                  "self._buffered_partitions", "self.perform_seek()", "to_message(tp, record)"):  # fmt: skip
+        assert piece in getmany, piece
+
+
 def test_routing_by_input_topic_exists():
     assert "external_topic_key_store" in inspect.getsource(Router.route_topic_req)
