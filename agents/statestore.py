@@ -110,7 +110,7 @@ class PartitionStore:
             if value is None:
                 continue
             if key.startswith(USER_PREFIX):
-                fold.users[key[len(USER_PREFIX) :].decode()] = decode_user(value)
+                fold.users[key[len(USER_PREFIX) :].decode()] = decode_user(value, fold.ctx.clock)
             elif key.startswith(DAY_PREFIX):
                 fold.partials.set_day_record(orjson.loads(value))
             elif key == META_KEY:

@@ -65,7 +65,7 @@ class Say:
 def _bench_config(run: str, partitions: int = 8) -> tuple[Config, Path]:
     path = Path(tempfile.gettempdir()) / f"{run}.toml"
     path.write_text(
-        f'app_id = "{run}"\ncommit_interval = "1s"\n[topics]\nclicks = "{run}.clicks"\norders = "{run}.orders"\n'
+        f'app_id = "{run}"\n[topics]\nclicks = "{run}.clicks"\norders = "{run}.orders"\n'
         f'dlq = "{run}.dlq"\nkpi = "{run}.kpi"\npartitions = {partitions}\n'
     )
     return load_config(str(path)), path
@@ -321,6 +321,17 @@ async def bench(quick: bool, say: Say) -> dict[str, Any]:
     except ImportError:
         say("Quix Streams not installed (pip install -e '.[bench]'): quix_eps skipped")
 
+    say("idle worker on empty topics (baseline memory)")
+    idle_config, idle_path = _bench_config(f"{run}-idle")
+    idle = Worker(idle_path, free_port(), Path(tempfile.mkdtemp(prefix=f"{run}-idle-")))
+    try:
+        started = time.monotonic()
+        while not idle.ready() and time.monotonic() - started < 120:
+            await asyncio.sleep(0.2)
+        rss_idle = idle.rss_bytes()
+    finally:
+        idle.stop()
+
     say("opspulse worker, every KPI, exactly-once")
     data_dir = Path(tempfile.mkdtemp(prefix=f"{run}-"))
     worker = Worker(config_path, free_port(), data_dir)
@@ -328,8 +339,9 @@ async def bench(quick: bool, say: Say) -> dict[str, Any]:
         results["pipeline_eps"], _ = await wait_consumed(config, n, timeout=900, say=say)
         users_in_state, mean_bytes = await state_sizes(bootstrap, f"{run}.state")
         results["state_bytes_per_user"] = round(mean_bytes, 1)
+        rss_users = max(worker.rss_bytes() - rss_idle, 0)  # what the users add to an idle worker
         results["rss_mb_per_100k_users"] = round(
-            worker.rss_bytes() / 1e6 * 100_000 / max(users_in_state, 1), 1
+            rss_users / 1e6 * 100_000 / max(users_in_state, 1), 1
         )
 
         rate = results["pipeline_eps"] / 2
@@ -396,6 +408,28 @@ async def produce_live(bootstrap: str, config: Config, rate: float, seconds: flo
         await producer.stop()
 
 
+async def two_workers(quick: bool, say: Say) -> dict[str, Any]:
+    """The same traffic through two workers sharing the partitions (and the two cores with the broker)."""
+    bootstrap = bootstrap_servers()
+    n, users = (300_000, 25_000) if quick else (1_500_000, 100_000)
+    run = f"bench-two-{int(time.time())}"
+    config, config_path = _bench_config(run)
+    messages = traffic(n, users)
+    await create_topics(bootstrap, [f"{run}.clicks", f"{run}.orders"], 8)
+    await produce(bootstrap, messages, {"clicks": f"{run}.clicks", "orders": f"{run}.orders"})
+    say("two workers on the same traffic")
+    workers = [
+        Worker(config_path, free_port(), Path(tempfile.mkdtemp(prefix=f"{run}-{i}-")))
+        for i in range(2)
+    ]
+    try:
+        eps, _ = await wait_consumed(config, n, timeout=900, say=say)
+    finally:
+        for worker in workers:
+            worker.stop()
+    return {"two_workers_eps": round(eps)}
+
+
 def run_bench(args: argparse.Namespace) -> int:
     say = Say(args.json)
     results = asyncio.run(bench(args.quick, say))
@@ -403,6 +437,8 @@ def run_bench(args: argparse.Namespace) -> int:
         from bench.scaling import scaling
 
         results["scaling"] = scaling(say)
+        results["scaling"].update(asyncio.run(two_workers(args.quick, say)))
+        results["scaling"]["one_worker_eps"] = results["pipeline_eps"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

@@ -1,7 +1,9 @@
-"""Compact, pickle-free encodings of a user record and of one day's partials.
+"""Compact, pickle-free encoding of a user record.
 
 User records are positional JSON arrays (orjson); the day bit sets are hex
-strings since they may exceed 64 bits.
+strings since they may exceed 64 bits; the timestamps of recent event ids and
+funnel steps are deltas from one base, and a step's local day is recomputed
+on decode instead of stored.
 """
 
 from __future__ import annotations
@@ -10,12 +12,20 @@ from typing import Any
 
 import orjson
 
+from state.clock import DayClock
 from state.user import UserState
 
-USER_VERSION = 1
+USER_VERSION = 2
+
+
+def _base_ts(user: UserState) -> int:
+    stamps = list(user.recent_ids.values())
+    stamps += [steps[0][0] for steps in user.funnel_steps if steps]
+    return min(stamps, default=0)
 
 
 def encode_user(user: UserState) -> bytes:
+    base = _base_ts(user)
     return orjson.dumps(
         [
             USER_VERSION,
@@ -33,17 +43,22 @@ def encode_user(user: UserState) -> bytes:
             user.revenue_cents,
             user.first_order_ts,
             user.last_order_ts,
-            list(user.recent_ids.items()),
-            user.funnel_steps,
+            base,
+            [item for event_id, ts in user.recent_ids.items() for item in (event_id, ts - base)],
+            [
+                [item for ts, step, _ in steps for item in (ts - base, step)]
+                for steps in user.funnel_steps
+            ],
             [list(levels.items()) for levels in user.funnel_levels],
         ]
     )
 
 
-def decode_user(data: bytes) -> UserState:
+def decode_user(data: bytes, clock: DayClock) -> UserState:
     row: list[Any] = orjson.loads(data)
     if row[0] != USER_VERSION:
         raise ValueError(f"user record version {row[0]} is not supported (expected {USER_VERSION})")
+    base, ids = row[15], row[16]
     return UserState(
         first_ts=row[1],
         first_event_id=row[2],
@@ -59,7 +74,10 @@ def decode_user(data: bytes) -> UserState:
         revenue_cents=row[12],
         first_order_ts=row[13],
         last_order_ts=row[14],
-        recent_ids=dict(row[15]),
-        funnel_steps=[[tuple(step) for step in steps] for steps in row[16]],  # type: ignore[misc]
-        funnel_levels=[{day: level for day, level in levels} for levels in row[17]],
+        recent_ids={ids[i]: base + ids[i + 1] for i in range(0, len(ids), 2)},
+        funnel_steps=[
+            [(base + f[i], f[i + 1], clock.day(base + f[i])) for i in range(0, len(f), 2)]
+            for f in row[17]
+        ],
+        funnel_levels=[{day: level for day, level in levels} for levels in row[18]],
     )

@@ -3,7 +3,8 @@
 import random
 
 from hypothesis import given, settings
-from strategies import event_sets
+from hypothesis import strategies as st
+from strategies import TIMEZONES, event_sets
 
 from state.codec import decode_user, encode_user
 from state.config import Config
@@ -12,12 +13,12 @@ from state.partials import Partials
 
 
 @settings(max_examples=100, deadline=None)
-@given(event_sets())
-def test_user_records_round_trip(events):
-    fold = Fold(Config())
+@given(event_sets(), st.sampled_from(TIMEZONES))
+def test_user_records_round_trip(events, tz):
+    fold = Fold(Config(timezone=tz))
     fold.apply_batch([(e.user_id, e) for e in sorted(events, key=lambda e: e.ts)], "p")
     for user in fold.users.values():
-        assert decode_user(encode_user(user)) == user
+        assert decode_user(encode_user(user), fold.ctx.clock) == user
 
 
 @settings(max_examples=100, deadline=None)
