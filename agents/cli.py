@@ -11,6 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from agents.settings import add_config_argument
 from state.config import ConfigError
 
 
@@ -88,9 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--clicks", metavar="FILE", help="click events, JSON Lines (.gz ok)")
     replay.add_argument("--orders", metavar="FILE", help="order events, JSON Lines (.gz ok)")
     replay.add_argument("--spend", metavar="FILE", help="acquisition spend events, JSON Lines")
-    replay.add_argument(
-        "--config", metavar="FILE", help="TOML configuration (default: $OPSPULSE_CONFIG)"
-    )
+    add_config_argument(replay)
     replay.add_argument("--output", metavar="FILE", help="write the report here (default: stdout)")
     replay.add_argument("--users-output", metavar="FILE", help="write one JSON line per user here")
     replay.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -103,9 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=_generate)
 
     worker = sub.add_parser("worker", help="run one streaming worker (Faust)")
-    worker.add_argument(
-        "--config", metavar="FILE", help="TOML configuration (default: $OPSPULSE_CONFIG)"
-    )
+    add_config_argument(worker)
     worker.add_argument("--web-port", type=int, default=6066, help="HTTP port (default 6066)")
     worker.add_argument(
         "--web-host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)"
@@ -119,9 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     snapshot = sub.add_parser("snapshot", help="the live cluster-wide report (from opspulse.kpi)")
-    snapshot.add_argument(
-        "--config", metavar="FILE", help="TOML configuration (default: $OPSPULSE_CONFIG)"
-    )
+    add_config_argument(snapshot)
     snapshot.add_argument(
         "--output", metavar="FILE", help="write the report here (default: stdout)"
     )

@@ -17,16 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from agents.settings import bootstrap_servers, broker_url, load_config
+from agents.settings import add_config_argument, bootstrap_servers, broker_url, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = ROOT / "deploy" / "local" / "kafka"
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", metavar="FILE", help="TOML configuration (default: $OPSPULSE_CONFIG)"
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--rate", type=float, default=500, help="generated events per second (default 500)"
     )

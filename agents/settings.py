@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from pathlib import Path
@@ -9,6 +10,12 @@ from pathlib import Path
 from state.config import Config, ConfigError
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (default: $OPSPULSE_CONFIG)"
+    )
 
 
 def load_config(path: str | None = None) -> Config:

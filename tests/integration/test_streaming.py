@@ -7,6 +7,7 @@ import random
 import pytest
 from cluster import Cluster, same_numbers
 
+from streams.events import REASONS
 from streams.generator import GeneratorSpec
 
 pytestmark = pytest.mark.slow
@@ -45,15 +46,7 @@ async def test_one_worker_snapshot_equals_replay(cluster):
     )
     for value, headers in letters:
         assert value in produced
-        assert headers["opspulse.reason"].decode() in {
-            "not_json",
-            "not_object",
-            "missing_field",
-            "bad_type",
-            "bad_value",
-            "too_large",
-            "late",
-        }
+        assert headers["opspulse.reason"].decode() in REASONS
         assert headers["opspulse.topic"].decode() in {
             cluster.config.topics.clicks,
             cluster.config.topics.orders,
