@@ -46,7 +46,6 @@ class Pipeline:
         self.metrics = metrics
         self.partitions: dict[int, PartitionRuntime] = {}
         self.recovering: set[int] = set()
-        self.last_commit = time.monotonic()
         self._ready: dict[int, asyncio.Event] = {}
 
     async def wait_ready(
@@ -68,22 +67,22 @@ class Pipeline:
         return [(topics.clicks, partition), (topics.orders, partition)]
 
     async def assign(self, partitions: Iterable[int]) -> None:
-        """Load the committed state of newly assigned partitions (before their events flow)."""
-        for p in sorted(set(partitions) - set(self.partitions)):
-            self.recovering.add(p)
-            started = time.monotonic()
-            store = PartitionStore(self.bootstrap, self.app_id, p, self.config)
-            await store.start()
-            fold, offsets = await store.load(self._sources(p))
-            self.partitions[p] = PartitionRuntime(store, fold, offsets)
-            self.recovering.discard(p)
-            self._ready.setdefault(p, asyncio.Event()).set()
-            log.info(
-                "partition %d recovered: %d users in %.2fs",
-                p,
-                len(fold.users),
-                time.monotonic() - started,
-            )
+        """Load the committed state of newly assigned partitions, concurrently
+        (their records wait in `handle_batch` until then)."""
+        new = sorted(set(partitions) - set(self.partitions))
+        self.recovering.update(new)
+        await asyncio.gather(*(self._load(p) for p in new))
+
+    async def _load(self, p: int) -> None:
+        started = time.monotonic()
+        store = PartitionStore(self.bootstrap, self.app_id, p, self.config)
+        await store.start()
+        fold, offsets = await store.load(self._sources(p))
+        self.partitions[p] = PartitionRuntime(store, fold, offsets)
+        self.recovering.discard(p)
+        self._ready.setdefault(p, asyncio.Event()).set()
+        elapsed = time.monotonic() - started
+        log.info("partition %d recovered: %d users in %.2fs", p, len(fold.users), elapsed)
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Commit and drop partitions that move to another worker."""
@@ -169,7 +168,6 @@ class Pipeline:
     async def commit_all(self) -> None:
         for p in list(self.partitions):
             await self.commit_partition(p)
-        self.last_commit = time.monotonic()
 
     async def commit_partition(self, partition: int) -> None:
         """One transaction with everything the partition changed and its input offsets."""
