@@ -91,6 +91,16 @@ def create_app(
             log.error("state commit failed, stopping the worker: %r", exc)
             await app.crash(exc)
 
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app_: Any, **_: Any) -> None:
+        """SIGTERM: commit each partition's last interval before leaving (if another
+        worker has already fenced a partition, its new owner redoes that interval)."""
+        try:
+            await pipeline.stop()
+            log.info("final commit done")
+        except Exception as exc:
+            log.warning("final commit skipped: %r", exc)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: Any, revoked: Any, **_: Any) -> None:
         await pipeline.revoke({tp.partition for tp in revoked if tp.topic in input_topics})
