@@ -17,7 +17,6 @@ from agents.statestore import Outgoing, PartitionStore
 from state.config import Config
 from state.fold import Fold
 from state.partials import Partials
-from state.report import build_report
 from streams.dlq import dead_letter_headers
 from streams.events import Invalid, parse_event
 
@@ -191,9 +190,6 @@ class Pipeline:
         for runtime in self.partitions.values():
             merged.merge(runtime.fold.partials)
         return merged
-
-    def local_report(self) -> dict[str, Any]:
-        return build_report(self.local_partials(), self.config)
 
     def user(self, user_id: str) -> tuple[int, Any] | None:
         for p, runtime in self.partitions.items():

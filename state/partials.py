@@ -75,9 +75,6 @@ class Partials:
                     for k in range(new, old):
                         counts[k] -= 1
 
-    def count(self, counter: str, n: int = 1) -> None:
-        self.counters[counter] += n
-
     def add_spend(self, channel: str, day: int, cents: int) -> None:
         self.spend[(channel, day)] = self.spend.get((channel, day), 0) + cents
 
@@ -130,17 +127,6 @@ class Partials:
             "spend": [[ch, d, c] for (ch, d), c in self.spend.items()],
             "counters": dict(self.counters),
         }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Partials:
-        return cls(
-            funnel_steps=tuple(data["funnel_steps"]),
-            days={int(d): list(row) for d, row in data["days"].items()},
-            retention={int(c): list(row) for c, row in data["retention"].items()},
-            funnels=[{int(d): list(row) for d, row in f.items()} for f in data["funnels"]],
-            spend={(ch, int(d)): int(c) for ch, d, c in data["spend"]},
-            counters=dict(data["counters"]),
-        )
 
 
 def _add_rows(into: dict[int, list[int]], rows: dict[int, list[int]]) -> None:

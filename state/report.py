@@ -76,13 +76,14 @@ def build_report(partials: Partials, config: Config) -> dict[str, Any]:
             "days": {iso(d): list(counts.get(d, empty)) for d in days},
         }
     channels: dict[str, Any] = {}
+    spend_cents: dict[str, int] = {}
     for (channel, d), cents in sorted(partials.spend.items()):
-        entry = channels.setdefault(channel, {"spend": 0.0, "spend_by_day": {}})
-        entry["spend_by_day"][iso(d)] = from_cents(cents)
-    for channel, entry in channels.items():
-        entry["spend"] = from_cents(
-            sum(c for (ch, _), c in partials.spend.items() if ch == channel)
+        channels.setdefault(channel, {"spend_by_day": {}})["spend_by_day"][iso(d)] = from_cents(
+            cents
         )
+        spend_cents[channel] = spend_cents.get(channel, 0) + cents
+    for channel, entry in channels.items():
+        entry["spend"] = from_cents(spend_cents[channel])
     return {
         "schema": SCHEMA,
         "timezone": config.timezone,
