@@ -8,11 +8,13 @@ the allowed lateness is late: counted, not applied.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Protocol
 
 from state.config import Config
+from state.outbox import Outbox
 from state.partials import Partials
+from state.timers import Timers
 from state.user import Context, EventLike, UserState, apply
 
 
@@ -25,6 +27,9 @@ class SpendLike(Protocol):
     def channel(self) -> str: ...
     @property
     def amount_cents(self) -> int: ...
+
+
+TimerHandler = Callable[["Fold", int, str], None]  # (fold, due_ms, key)
 
 
 class Fold:
@@ -42,6 +47,11 @@ class Fold:
         self.changed: set[str] = set()  # users changed since the last `take_changed`
         self._lateness = config.allowed_lateness_ms
         self._spend_ids: dict[str, int] = {}
+        # Event-time timers fire when the partition's stream time (the largest watermark
+        # of its sources, as Kafka Streams' stream time) passes their due time.
+        self.timers = Timers()
+        self.timer_handlers: dict[str, TimerHandler] = {}
+        self.outbox = Outbox()
         # The horizon may lag the watermarks (that only keeps more state): move it once a minute.
         self._next_horizon_update = 0
 
@@ -70,6 +80,9 @@ class Fold:
                 mark = self.watermarks[source] = ts
                 if ts >= self._next_horizon_update:
                     self._update_horizon()
+                next_due = self.timers.next_due_ms
+                if next_due is not None and next_due < ts:
+                    self.fire_timers(ts)
             result = apply(users.get(user_id), event, self.ctx)
             if result.duplicate:
                 counters["duplicates"] += 1
@@ -94,6 +107,15 @@ class Fold:
         horizon = self.ctx.horizon_ms
         for event_id in [e for e, ts in seen.items() if ts < horizon]:
             del seen[event_id]
+
+    def fire_timers(self, watermark_ms: int) -> None:
+        """Run the handler of every timer due before `watermark_ms` (in due order)."""
+        handlers = self.timer_handlers
+        for due_ms, kind, key in self.timers.fire(watermark_ms):
+            handler = handlers.get(kind)
+            if handler is None:
+                raise KeyError(f"no handler for timers of kind {kind!r}")
+            handler(self, due_ms, key)
 
     def count_invalid(self, n: int = 1) -> None:
         self.partials.counters["consumed"] += n
