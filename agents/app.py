@@ -64,18 +64,20 @@ def create_app(
         consumer_max_fetch_size=8 * 1024 * 1024,
     )
     topics = config.topics
+    metrics = Metrics(config)
+    pipeline = Pipeline(config, bootstrap_servers(), app_id, metrics=metrics)
+    # The re-key topic is co-partitioned with the inputs (same count, same agent), so
+    # partition p of all three belongs to the same worker.
     inputs = app.topic(
-        topics.clicks, topics.orders, key_serializer="raw", value_serializer="raw",
-        partitions=topics.partitions, internal=False,
+        topics.clicks, topics.orders, pipeline.repartition_topic, key_serializer="raw",
+        value_serializer="raw", partitions=topics.partitions, internal=False,
     )  # fmt: skip
     # Routing by key needs one topic; clicks and orders are co-partitioned, so clicks decides.
     clicks = app.topic(
         topics.clicks, key_serializer="raw", value_serializer="raw", partitions=topics.partitions
     )
-    metrics = Metrics(config)
-    pipeline = Pipeline(config, bootstrap_servers(), app_id, metrics=metrics)
     metrics.attach(pipeline, app)
-    input_topics = {topics.clicks, topics.orders}
+    input_topics = {topics.clicks, topics.orders, pipeline.repartition_topic}
     app.opspulse_pipeline = pipeline  # type: ignore[attr-defined]
 
     @app.agent(inputs, name="opspulse.ingest")

@@ -33,6 +33,11 @@ class Metrics:
             "opspulse_invalid_events_total", "Dead-lettered input messages by reason",
             ["topic", "reason"], registry=self.registry,
         )  # fmt: skip
+        self.rekeyed = Counter(
+            "opspulse_rekeyed_events_total",
+            "Input messages not keyed to their user's partition, moved there through <app_id>.repartition",
+            ["topic"], registry=self.registry,
+        )  # fmt: skip
         self.late = Counter(
             "opspulse_late_events_total", "Events older than the watermark minus allowed lateness",
             ["topic"], registry=self.registry,
@@ -62,6 +67,9 @@ class Metrics:
         self.events.labels(topic).inc(n)
         self.processing_seconds.observe(seconds / n)
         self.latency_seconds.observe(max(0.0, time.time() - last_event_ts_ms / 1000))
+
+    def observe_rekeyed(self, topic: str, n: int) -> None:
+        self.rekeyed.labels(topic).inc(n)
 
     def observe_commit(self, seconds: float) -> None:
         self.commit_seconds.observe(seconds)
@@ -116,7 +124,7 @@ class _StateCollector(Collector):
         )  # fmt: skip
         consumer = getattr(self.metrics.app, "consumer", None)
         for p, runtime in pipeline.partitions.items():
-            for topic in (config.topics.clicks, config.topics.orders):
+            for topic in (config.topics.clicks, config.topics.orders, pipeline.repartition_topic):
                 try:
                     high = (
                         consumer.highwater(consumer._new_topicpartition(topic, p))

@@ -19,6 +19,7 @@ from state.fold import Fold
 from state.partials import Partials
 from streams.dlq import dead_letter_headers
 from streams.events import Invalid, parse_event
+from streams.partitioner import UserPartitions
 
 log = logging.getLogger("opspulse.pipeline")
 
@@ -46,6 +47,8 @@ class Pipeline:
         self.partitions: dict[int, PartitionRuntime] = {}
         self.recovering: set[int] = set()
         self._ready: dict[int, asyncio.Event] = {}
+        self.repartition_topic = repartition_topic(app_id)
+        self.user_partition = UserPartitions(config.topics.partitions)
 
     async def wait_ready(
         self, partition: int, still_assigned: Callable[[], bool], timeout: float = 120.0
@@ -118,8 +121,13 @@ class Pipeline:
         applied = runtime.offsets.get(topic, -1)
         fold = runtime.fold
         max_bytes = self.config.max_message_bytes
-        valid: list[tuple[str, Any]] = []
+        rekeyed = topic == self.repartition_topic
+        user_partition = self.user_partition
+        # Events by watermark source: the input topic-partition, or for re-keyed events
+        # the topic they were first sent to (a backlog of orders stays an orders backlog).
+        by_source: dict[str, list[tuple[str, Any]]] = {}
         record_of: dict[int, Any] = {}
+        forwarded = 0
         for record in records:
             if record.offset <= applied:
                 continue  # already in the committed state (redelivered after a restart)
@@ -137,23 +145,44 @@ class Pipeline:
                     event.reason,
                     event.detail,
                 )
+                continue
+            if rekeyed:
+                source = rekeyed_source(self.repartition_topic, _origin_topic(record))
+            elif user_partition(event.user_id) != partition:
+                self._forward(runtime, topic, event.user_id, raw)
+                forwarded += 1
+                continue
             else:
-                valid.append((event.user_id, event))
-                record_of[id(event)] = record
-        late = fold.apply_batch(valid, (topic, partition)) if valid else []
-        for event in late:
-            record = record_of[id(event)]
-            detail = "older than its topic-partition watermark minus allowed_lateness"
-            self._dead_letter(
-                runtime, topic, partition, record.offset, record.key, record.value, "late", detail
-            )
+                source = topic
+            by_source.setdefault(source, []).append((event.user_id, event))
+            record_of[id(event)] = record
+        for source, valid in by_source.items():
+            for event in fold.apply_batch(valid, (source, partition)):
+                record = record_of[id(event)]
+                detail = "older than its topic-partition watermark minus allowed_lateness"
+                self._dead_letter(
+                    runtime, topic, partition, record.offset, record.key, record.value, "late",
+                    detail,
+                )  # fmt: skip
         if records[-1].offset > applied:
             runtime.offsets[topic] = records[-1].offset
             runtime.dirty = True
-        if self.metrics is not None and valid:
-            self.metrics.observe_batch(
-                topic, len(records), time.perf_counter() - started, valid[-1][1].ts
-            )
+        if self.metrics is not None:
+            if forwarded:
+                self.metrics.observe_rekeyed(topic, forwarded)
+            if by_source:
+                last = max(valid[-1][1].ts for valid in by_source.values())
+                self.metrics.observe_batch(topic, len(records), time.perf_counter() - started, last)
+
+    def _forward(self, runtime: PartitionRuntime, topic: str, user_id: str, raw: bytes) -> None:
+        """Move an event to its user's partition, in this partition's transaction."""
+        runtime.outgoing.add(
+            self.repartition_topic,
+            user_id.encode(),
+            raw,
+            partition=self.user_partition(user_id),
+            headers=[(ORIGIN_HEADER, topic.encode())],
+        )
 
     def _dead_letter(
         self, runtime: PartitionRuntime, topic: str, partition: int, offset: int,
@@ -197,3 +226,24 @@ class Pipeline:
             if found is not None:
                 return p, found
         return None
+
+
+ORIGIN_HEADER = "opspulse.topic"
+
+
+def repartition_topic(app_id: str) -> str:
+    """The internal topic through which events reach their user's partition."""
+    return f"{app_id}.repartition"
+
+
+def rekeyed_source(repartition: str, origin: str) -> str:
+    """Watermark source name of re-keyed events first sent to `origin` (':' cannot
+    occur in a Kafka topic name, so this never collides with a real topic)."""
+    return f"{repartition}:{origin}"
+
+
+def _origin_topic(record: Any) -> str:
+    for name, value in record.headers or ():
+        if name == ORIGIN_HEADER:
+            return bytes(value).decode(errors="replace")
+    return "unknown"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agents.pipeline import repartition_topic
 from agents.statestore import state_topic
 from state.config import Config
 
@@ -28,18 +29,20 @@ async def ensure_topics(bootstrap: str, config: Config, app_id: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        existing = await _partition_counts(admin, [topics.clicks, topics.orders])
+        rekey = repartition_topic(app_id)
+        existing = await _partition_counts(admin, [topics.clicks, topics.orders, rekey])
         counts = {name: n for name, n in existing.items() if n}
         if len(set(counts.values())) > 1:
             detail = ", ".join(f"{name} has {n}" for name, n in sorted(counts.items()))
             raise TopicLayoutError(
-                f"clicks and orders must have the same partition count ({detail}); "
+                f"clicks, orders and {rekey} must have the same partition count ({detail}); "
                 "repartition one of them or point opspulse at co-partitioned topics"
             )
         partitions = next(iter(counts.values()), topics.partitions)
         wanted = [
             NewTopic(topics.clicks, partitions, 1),
             NewTopic(topics.orders, partitions, 1),
+            NewTopic(repartition_topic(app_id), partitions, 1),
             NewTopic(topics.dlq, partitions, 1),
             NewTopic(state_topic(app_id), partitions, 1, topic_configs=COMPACTED),
             NewTopic(topics.kpi, partitions, 1, topic_configs=COMPACTED),

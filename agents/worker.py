@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 
 from agents.settings import bootstrap_servers, load_config
@@ -16,7 +17,11 @@ def run_worker(args: argparse.Namespace) -> int:
     from agents.topics import ensure_topics
 
     config = load_config(args.config)
-    asyncio.run(ensure_topics(bootstrap_servers(), config, config.app_id))
+    partitions = asyncio.run(ensure_topics(bootstrap_servers(), config, config.app_id))
+    # Existing input topics decide the partition count (users are placed by it).
+    config = dataclasses.replace(
+        config, topics=dataclasses.replace(config.topics, partitions=partitions)
+    )
     app = create_app(
         config,
         web_host=args.web_host,

@@ -55,10 +55,6 @@ class Fold:
         # The horizon may lag the watermarks (that only keeps more state): move it once a minute.
         self._next_horizon_update = 0
 
-    def is_late(self, ts: int, source: Hashable) -> bool:
-        mark = self.watermarks.get(source)
-        return mark is not None and ts < mark - self._lateness
-
     def apply_batch(
         self, events: Iterable[tuple[str, EventLike]], source: Hashable
     ) -> list[EventLike]:
@@ -69,10 +65,13 @@ class Fold:
         mark = self.watermarks.get(source)
         add = self.partials.add
         changed = self.changed
+        # Nothing older than the compaction horizon can be applied exactly (an event
+        # re-keyed from another partition may be older than this partition's horizon).
+        horizon = self.ctx.horizon_ms
         for user_id, event in events:
             counters["consumed"] += 1
             ts = event.ts
-            if mark is not None and ts < mark - self._lateness:
+            if ts < horizon or (mark is not None and ts < mark - self._lateness):
                 counters["late"] += 1
                 late.append(event)
                 continue
@@ -80,6 +79,7 @@ class Fold:
                 mark = self.watermarks[source] = ts
                 if ts >= self._next_horizon_update:
                     self._update_horizon()
+                    horizon = self.ctx.horizon_ms
                 next_due = self.timers.next_due_ms
                 if next_due is not None and next_due < ts:
                     self.fire_timers(ts)

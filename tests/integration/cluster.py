@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -139,9 +140,12 @@ class Cluster:
         return letters
 
     # traffic
-    async def produce(self, spec: GeneratorSpec, *, rate: float = 0) -> int:
-        """Send the generated clicks and orders (keyed by user, in stream order); keep
-        the same lines in files for replay."""
+    async def produce(
+        self, spec: GeneratorSpec, *, rate: float = 0,
+        key_of: Callable[[bytes], bytes | None] | None = None,
+    ) -> int:  # fmt: skip
+        """Send the generated clicks and orders (keyed by user unless `key_of` says
+        otherwise, in stream order); keep the same lines in files for replay."""
         await ensure_topics(self.bootstrap, self.config, self.config.app_id)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=10)
         await producer.start()
@@ -155,10 +159,14 @@ class Cluster:
                     if topic == "spend":
                         continue
                     files[topic].write(line + b"\n")
-                    try:
-                        key = orjson.loads(line).get("user_id", "").encode()
-                    except (orjson.JSONDecodeError, AttributeError):
-                        key = b""
+                    key: bytes | None
+                    if key_of is not None:
+                        key = key_of(line)
+                    else:
+                        try:
+                            key = orjson.loads(line).get("user_id", "").encode()
+                        except (orjson.JSONDecodeError, AttributeError):
+                            key = b""
                     await producer.send(topics[topic], line, key=key)
                     sent += 1
                     if rate and sent % 50 == 0:

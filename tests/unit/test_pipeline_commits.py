@@ -11,7 +11,8 @@ from agents.pipeline import PartitionRuntime, Pipeline
 from state.config import Config
 from state.fold import Fold
 
-Record = namedtuple("Record", "offset key value")
+Record = namedtuple("Record", "offset key value headers", defaults=[None])
+RecordH = Record
 
 
 class FakeStore:
@@ -42,7 +43,7 @@ def event(i, user="u1"):
 def pipeline_with(store):
     config = Config()
     pipeline = Pipeline(config, "unused:9092", "test")
-    pipeline.partitions[0] = PartitionRuntime(store, Fold(config), {})
+    pipeline.partitions[0] = PartitionRuntime(store, Fold(config, pipeline._sources(0)), {})
     return pipeline
 
 
@@ -83,3 +84,59 @@ async def test_dead_letters_travel_in_the_transaction_with_their_reason():
     headers = dict(letters[0][4])
     assert headers["opspulse.reason"] == b"not_json" and headers["opspulse.offset"] == b"7"
     assert offsets == {"orders": 8}
+
+
+async def test_an_event_outside_its_users_partition_is_forwarded_in_the_same_transaction():
+    store = FakeStore()
+    pipeline = pipeline_with(store)  # partition 0 of 8; "u2" lives in partition 6
+    keyed_by_session = Record(3, b"session-9", event(3, user="u2"))
+    right_partition = Record(4, b"session-9", event(4, user="u1"))  # u1 lives in 0: applied
+    await pipeline.handle_batch("clicks", 0, [keyed_by_session, right_partition])
+    counters = pipeline.partitions[0].fold.partials.counters
+    assert counters["consumed"] == 1 and counters["valid"] == 1  # counted where it is applied
+    await pipeline.commit_partition(0)
+    records, offsets = store.transactions[0]
+    moved = [r for r in records if r[0] == "test.repartition"]
+    assert [(r[1], r[2], r[3]) for r in moved] == [(6, b"u2", event(3, user="u2"))]
+    assert dict(moved[0][4]) == {"opspulse.topic": b"clicks"}
+    assert offsets == {"clicks": 4}
+
+
+async def test_rekeyed_events_keep_a_watermark_per_original_topic():
+    store = FakeStore()
+    pipeline = pipeline_with(store)
+    day = 86_400_000
+    late_order = orjson.dumps(
+        {"event_id": "o1", "user_id": "u1", "ts": 1_793_491_200_000 - 3 * day,
+         "type": "order_paid", "order_id": "x", "amount": 5}
+    )  # fmt: skip
+    batch = [
+        Record(0, b"u1", event(10)),
+        Record(1, b"u1", late_order),  # 3 days older than the re-keyed clicks, not than orders
+    ]
+    for record in batch:
+        record_headers = [("opspulse.topic", b"orders" if record.offset else b"clicks")]
+        await pipeline.handle_batch(
+            "test.repartition", 0, [RecordH(record.offset, record.key, record.value, record_headers)]
+        )
+    counters = pipeline.partitions[0].fold.partials.counters
+    assert counters["valid"] == 2 and counters["late"] == 0
+    assert set(pipeline.partitions[0].fold.watermarks) == {
+        ("test.repartition:clicks", 0),
+        ("test.repartition:orders", 0),
+    }
+
+
+def test_an_event_older_than_the_partitions_horizon_is_late_whatever_its_source():
+    config = Config()
+    fold = Fold(config, sources=["clicks-0"])
+    day = 86_400_000
+    t0 = 1_793_491_200_000
+    page = {"user_id": "u1", "type": "page_view"}
+    from streams.events import parse_event
+
+    fold.apply_batch([("u1", parse_event(orjson.dumps({**page, "event_id": "a", "ts": t0 + 5 * day})))], "clicks-0")  # fmt: skip
+    assert fold.ctx.horizon_ms == t0 + 3 * day
+    old = parse_event(orjson.dumps({**page, "event_id": "b", "ts": t0 + 2 * day}))
+    late = fold.apply_batch([("u1", old)], "rekeyed")  # a source with no watermark yet
+    assert late == [old] and fold.partials.counters["late"] == 1
