@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agents.settings import add_config_argument
 from state.config import ConfigError
+from state.outbox import KINDS
 
 
 class UsageError(Exception):
@@ -32,6 +33,11 @@ def _replay(args: argparse.Namespace) -> int:
         Path(args.orders) if args.orders else None,
         Path(args.spend) if args.spend else None,
         progress=not args.quiet,
+        derived_outputs={
+            kind: Path(path)
+            for kind in KINDS
+            if (path := getattr(args, f"{kind}_output", None))
+        },
     )
     write_json(report, args.output)
     if args.users_output:
@@ -92,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_argument(replay)
     replay.add_argument("--output", metavar="FILE", help="write the report here (default: stdout)")
     replay.add_argument("--users-output", metavar="FILE", help="write one JSON line per user here")
+    for kind in KINDS:
+        flag = kind.replace("_", "-")
+        replay.add_argument(
+            f"--{flag}-output", metavar="FILE",
+            help=f"write the records the cluster sends to the {flag} topic here (JSON Lines)",
+        )  # fmt: skip
     replay.add_argument("--quiet", action="store_true", help="no progress on stderr")
     replay.set_defaults(func=_replay)
 

@@ -34,18 +34,19 @@ log = logging.getLogger("opspulse.state")
 META_KEY = b"m"
 USER_PREFIX = b"u/"
 DAY_PREFIX = b"d/"
+TIMER_PREFIX = b"t/"  # t/<kind>/<key> -> due time (epoch ms, ASCII); a tombstone once fired
 
 
 @dataclass
 class Outgoing:
     """Records of one commit interval, ready to send."""
 
-    records: list[tuple[str, int | None, bytes, bytes, list[tuple[str, bytes]] | None]] = field(
-        default_factory=list
-    )
+    records: list[
+        tuple[str, int | None, bytes, bytes | None, list[tuple[str, bytes]] | None]
+    ] = field(default_factory=list)
 
     def add(
-        self, topic: str, key: bytes, value: bytes, *, partition: int | None = None,
+        self, topic: str, key: bytes, value: bytes | None, *, partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:  # fmt: skip
         self.records.append((topic, partition, key, value, headers))
@@ -86,7 +87,6 @@ class PartitionStore:
     async def load(self, sources: Iterable[Any]) -> tuple[Fold, dict[str, int]]:
         """The partition's committed state: its Fold and last applied offset per input topic."""
         fold = Fold(self.config, sources)
-        offsets: dict[str, int] = {}
         tp = TopicPartition(self.state_topic, self.partition)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -106,11 +106,23 @@ class PartitionStore:
                     latest[record.key] = record.value
         finally:
             await consumer.stop()
+        offsets = self.restore(fold, latest)
+        fold.take_changed()
+        fold.partials.take_dirty_days()
+        return fold, offsets
+
+    def restore(self, fold: Fold, latest: dict[bytes, bytes | None]) -> dict[str, int]:
+        """Fill `fold` from the latest committed value per state-topic key; returns the
+        last applied input offsets."""
+        offsets: dict[str, int] = {}
         for key, value in latest.items():
             if value is None:
                 continue
             if key.startswith(USER_PREFIX):
                 fold.users[key[len(USER_PREFIX) :].decode()] = decode_user(value, fold.ctx.clock)
+            elif key.startswith(TIMER_PREFIX):
+                kind, _, timer_key = key[len(TIMER_PREFIX) :].decode().partition("/")
+                fold.timers.restore(kind, timer_key, int(value))
             elif key.startswith(DAY_PREFIX):
                 fold.partials.set_day_record(orjson.loads(value))
             elif key == META_KEY:
@@ -120,9 +132,7 @@ class PartitionStore:
                 for topic, mark in meta["watermarks"].items():
                     fold.watermarks[(topic, self.partition)] = mark
                 fold.restore_horizon()
-        fold.take_changed()
-        fold.partials.take_dirty_days()
-        return fold, offsets
+        return offsets
 
     def collect(self, fold: Fold, offsets: dict[str, int], out: Outgoing) -> None:
         """Add the interval's changed users, day partials and meta to `out` (synchronous:
@@ -137,6 +147,13 @@ class PartitionStore:
             body = orjson.dumps(fold.partials.day_record(day))
             out.add(state, DAY_PREFIX + str(day).encode(), body, partition=p)
             out.add(kpi, kpi_key(p, day), orjson.dumps({"partition": p, **orjson.loads(body)}))
+        for (kind, timer_key), due in fold.timers.take_changes().items():
+            body = None if due is None else str(due).encode()
+            out.add(state, TIMER_PREFIX + f"{kind}/{timer_key}".encode(), body, partition=p)
+        topics = self.config.topics
+        for record in fold.outbox.drain():
+            topic = getattr(topics, record.kind)
+            out.add(topic, record.key.encode(), orjson.dumps(record.value))
         watermarks = {topic: mark for (topic, _), mark in fold.watermarks.items()}
         counters = dict(fold.partials.counters)
         meta = {"offsets": offsets, "watermarks": watermarks, "counters": counters}

@@ -7,6 +7,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agents.pipeline import repartition_topic
 from agents.statestore import state_topic
 from state.config import Config
+from state.outbox import KINDS
 
 COMPACTED = {
     "cleanup.policy": "compact",
@@ -46,6 +47,7 @@ async def ensure_topics(bootstrap: str, config: Config, app_id: str) -> int:
             NewTopic(topics.dlq, partitions, 1),
             NewTopic(state_topic(app_id), partitions, 1, topic_configs=COMPACTED),
             NewTopic(topics.kpi, partitions, 1, topic_configs=COMPACTED),
+            *(NewTopic(getattr(topics, kind), partitions, 1) for kind in KINDS),
         ]
         present = set(await admin.list_topics())
         missing = [t for t in wanted if t.name not in present]
