@@ -93,7 +93,9 @@ def create_app(
         try:
             await pipeline.commit_all()
         except Exception as exc:  # the state in memory is ahead of Kafka: start over
-            log.error("state commit failed, stopping the worker: %r", exc)
+            # Memory is now ahead of Kafka for that partition: exit non-zero; the
+            # supervisor's restart reloads exactly what Kafka committed.
+            log.error("state commit failed, stopping the worker (exit 1): %r", exc)
             await app.crash(exc)
 
     @app.on_before_shutdown.connect

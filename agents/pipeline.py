@@ -34,6 +34,13 @@ class PartitionRuntime:
     outgoing: Outgoing = field(default_factory=Outgoing)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dirty: bool = False
+    # Set when a state transaction failed: memory may then hold an interval that Kafka
+    # does not, so nothing of this partition is ever committed from memory again.
+    failed: BaseException | None = None
+
+
+class CommitFailed(RuntimeError):
+    """A partition's state transaction failed; the worker must restart from Kafka."""
 
 
 class Pipeline:
@@ -87,12 +94,19 @@ class Pipeline:
         log.info("partition %d recovered: %d users in %.2fs", p, len(fold.users), elapsed)
 
     async def revoke(self, partitions: Iterable[int]) -> None:
-        """Commit and drop partitions that move to another worker."""
+        """Commit and drop partitions that move to another worker (a partition whose
+        commit failed is dropped without committing: its new owner redoes the interval)."""
+        failures: list[CommitFailed] = []
         for p in sorted(set(partitions) & set(self.partitions)):
-            await self.commit_partition(p)
+            try:
+                await self.commit_partition(p)
+            except CommitFailed as exc:
+                failures.append(exc)
             runtime = self.partitions.pop(p)
             self._ready.pop(p, None)
             await runtime.store.stop()
+        if failures:
+            raise failures[0]
 
     async def stop(self) -> None:
         await self.revoke(list(self.partitions))
@@ -194,8 +208,15 @@ class Pipeline:
             self.metrics.observe_dead_letter(topic, reason)
 
     async def commit_all(self) -> None:
+        """Commit every partition; raises CommitFailed after trying all of them."""
+        failures: list[CommitFailed] = []
         for p in list(self.partitions):
-            await self.commit_partition(p)
+            try:
+                await self.commit_partition(p)
+            except CommitFailed as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     async def commit_partition(self, partition: int) -> None:
         """One transaction with everything the partition changed and its input offsets."""
@@ -203,14 +224,24 @@ class Pipeline:
         if runtime is None:
             return
         async with runtime.lock:
+            if runtime.failed is not None:
+                raise CommitFailed(f"partition {partition}: an earlier state commit failed")
             if not runtime.dirty:
                 return
             out, runtime.outgoing = runtime.outgoing, Outgoing()
             runtime.dirty = False
             offsets = dict(runtime.offsets)
             started = time.perf_counter()
+            # `collect` takes the changed users and days: if the transaction fails they
+            # are gone from the change sets, so the partition can never commit again.
             runtime.store.collect(runtime.fold, offsets, out)
-            await runtime.store.commit(out, offsets)
+            try:
+                await runtime.store.commit(out, offsets)
+            except BaseException as exc:
+                runtime.failed = exc
+                raise CommitFailed(
+                    f"partition {partition}: state transaction failed: {exc!r}"
+                ) from exc
             if self.metrics is not None:
                 self.metrics.observe_commit(time.perf_counter() - started)
 

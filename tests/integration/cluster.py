@@ -68,6 +68,13 @@ class Cluster:
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
+    def restart_exited(self) -> list[tuple[str, int]]:
+        """Supervisor: start again every worker whose process has exited; (name, status)."""
+        exited = [(n, p.returncode) for n, p in self.workers.items() if p.poll() is not None]
+        for name, _ in exited:
+            self.start(name)
+        return exited
+
     def kill(self, name: str) -> None:
         self.workers.pop(name).send_signal(signal.SIGKILL)
 
@@ -143,11 +150,18 @@ class Cluster:
     async def produce(
         self, spec: GeneratorSpec, *, rate: float = 0,
         key_of: Callable[[bytes], bytes | None] | None = None,
+        flowing: asyncio.Event | None = None, flushed: asyncio.Event | None = None,
     ) -> int:  # fmt: skip
         """Send the generated clicks and orders (keyed by user unless `key_of` says
-        otherwise, in stream order); keep the same lines in files for replay."""
+        otherwise, in stream order); keep the same lines in files for replay.
+
+        While `flowing` is cleared, sending pauses once everything sent so far is
+        acknowledged (then `flushed` is set), e.g. to take the broker down."""
         await ensure_topics(self.bootstrap, self.config, self.config.app_id)
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=10)
+        # Idempotent: a retry after a broker failure never writes a message twice.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=10, enable_idempotence=True
+        )
         await producer.start()
         topics = {"clicks": self.config.topics.clicks, "orders": self.config.topics.orders}
         sent = 0
@@ -167,6 +181,11 @@ class Cluster:
                             key = orjson.loads(line).get("user_id", "").encode()
                         except (orjson.JSONDecodeError, AttributeError):
                             key = b""
+                    if flowing is not None and not flowing.is_set():
+                        await producer.flush()
+                        if flushed is not None:
+                            flushed.set()
+                        await flowing.wait()
                     await producer.send(topics[topic], line, key=key)
                     sent += 1
                     if rate and sent % 50 == 0:

@@ -6,8 +6,9 @@ import asyncio
 from collections import namedtuple
 
 import orjson
+import pytest
 
-from agents.pipeline import PartitionRuntime, Pipeline
+from agents.pipeline import CommitFailed, PartitionRuntime, Pipeline
 from state.config import Config
 from state.fold import Fold
 
@@ -32,6 +33,20 @@ class FakeStore:
 
     async def stop(self):
         pass
+
+
+class FailingStore(FakeStore):
+    """A store whose next commit fails (broker restart, leader change, fencing)."""
+
+    def __init__(self, fail_times=1):
+        super().__init__()
+        self.fail_times = fail_times
+
+    async def commit(self, out, offsets):
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("broker went away mid-transaction")
+        await super().commit(out, offsets)
 
 
 def event(i, user="u1"):
@@ -140,3 +155,31 @@ def test_an_event_older_than_the_partitions_horizon_is_late_whatever_its_source(
     old = parse_event(orjson.dumps({**page, "event_id": "b", "ts": t0 + 2 * day}))
     late = fold.apply_batch([("u1", old)], "rekeyed")  # a source with no watermark yet
     assert late == [old] and fold.partials.counters["late"] == 1
+
+
+async def test_after_a_failed_transaction_nothing_of_the_partition_is_committed_again():
+    store = FailingStore()
+    pipeline = pipeline_with(store)
+    await pipeline.handle_batch("clicks", 0, [Record(o, b"u1", event(o)) for o in range(3)])
+    with pytest.raises(CommitFailed):
+        await pipeline.commit_partition(0)  # the interval with u1 and offsets 0..2 is lost
+    # A later interval must not commit offsets past the failed one without its users.
+    await pipeline.handle_batch("clicks", 0, [Record(3, b"u9", event(3, user="u9"))])
+    with pytest.raises(CommitFailed):
+        await pipeline.commit_all()
+    # Nor may the shutdown path (app.crash -> stop -> revoke).
+    with pytest.raises(CommitFailed):
+        await pipeline.stop()
+    assert store.transactions == []
+    assert pipeline.partitions == {}  # dropped: the next owner reloads it from Kafka
+
+
+async def test_a_failed_partition_does_not_stop_the_others_from_committing():
+    failing, healthy = FailingStore(), FakeStore()
+    pipeline = pipeline_with(failing)
+    pipeline.partitions[6] = PartitionRuntime(healthy, Fold(Config(), pipeline._sources(6)), {})
+    await pipeline.handle_batch("clicks", 0, [Record(0, b"u1", event(0))])
+    await pipeline.handle_batch("clicks", 6, [Record(0, b"u2", event(1, user="u2"))])
+    with pytest.raises(CommitFailed):
+        await pipeline.commit_all()
+    assert [offsets for _, offsets in healthy.transactions] == [{"clicks": 0}]
