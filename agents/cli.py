@@ -38,6 +38,8 @@ def _replay(args: argparse.Namespace) -> int:
             for kind in KINDS
             if (path := getattr(args, f"{kind}_output", None))
         },
+        now_ms=_instant(args.now, "--now"),
+        until_ms=_instant(args.until, "--until"),
     )
     write_json(report, args.output)
     if args.users_output:
@@ -51,6 +53,21 @@ def _replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _instant(text: str | None, flag: str) -> int | None:
+    """An instant given on the command line: epoch ms or RFC 3339 with an offset."""
+    if text is None:
+        return None
+    from streams.events import parse_ts
+
+    try:
+        return parse_ts(int(text) if text.lstrip("-").isdigit() else text, now_ms=1 << 62)
+    except Exception:
+        raise UsageError(
+            f"{flag}: expected epoch milliseconds or RFC 3339 like 2026-11-05T00:00:00+08:00, "
+            f"got {text!r}"
+        ) from None
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -104,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{flag}-output", metavar="FILE",
             help=f"write the records the cluster sends to the {flag} topic here (JSON Lines)",
         )  # fmt: skip
+    replay.add_argument(
+        "--now", metavar="TS",
+        help="judge ts more than 1 day ahead of this instant invalid, as workers do with "
+        "their clock (epoch ms or RFC 3339; default: now)",
+    )  # fmt: skip
+    replay.add_argument(
+        "--until", metavar="TS",
+        help="apply events up to this event time only: the report and users as of then",
+    )  # fmt: skip
     replay.add_argument("--quiet", action="store_true", help="no progress on stderr")
     replay.set_defaults(func=_replay)
 

@@ -31,7 +31,6 @@ from streams.events import Event, Invalid, SpendEvent, parse_event, parse_spend
 REORDER_MS = 3_600_000  # disorder absorbed in memory before a file is sorted externally
 RUN_LINES = 1_000_000  # lines per sorted run when sorting externally
 BATCH = 4096
-FAR_FUTURE = 1 << 62  # replay judges `ts` against the data, not the wall clock
 
 
 class UnsortedInput(Exception):
@@ -82,10 +81,16 @@ class Replay:
     def __init__(
         self, config: Config, *, progress: Progress | None = None,
         derived_outputs: dict[str, Path] | None = None,
+        now_ms: int | None = None, until_ms: int | None = None,
     ) -> None:  # fmt: skip
         """`derived_outputs`: a JSON Lines file per derived record kind (state/outbox.py
-        KINDS) to write the records the cluster would send to that derived topic."""
+        KINDS) to write the records the cluster would send to that derived topic.
+        `now_ms`: the wall clock that `ts` more than a day ahead is judged against, as
+        the worker does (default: the time the replay starts). `until_ms`: events
+        after this event time are not applied (the report as of that moment)."""
         self.config = config
+        self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.until_ms = until_ms
         self.progress = progress or Progress(enabled=False)
         self.derived_outputs = derived_outputs or {}
         self._derived: dict[str, IO[bytes]] = {}
@@ -93,10 +98,10 @@ class Replay:
         self._tmp = tempfile.TemporaryDirectory(prefix="opspulse-replay-")
 
     def _parser(self, kind: str) -> Callable[[bytes], Any]:
-        max_bytes = self.config.max_message_bytes
+        max_bytes, now_ms = self.config.max_message_bytes, self.now_ms
         if kind == "spend":
-            return lambda raw: parse_spend(raw, max_bytes=max_bytes, now_ms=FAR_FUTURE)
-        return lambda raw: parse_event(raw, max_bytes=max_bytes, now_ms=FAR_FUTURE)
+            return lambda raw: parse_spend(raw, max_bytes=max_bytes, now_ms=now_ms)
+        return lambda raw: parse_event(raw, max_bytes=max_bytes, now_ms=now_ms)
 
     def _events(
         self, path: Path, kind: str, order: int, fold: Fold
@@ -175,7 +180,10 @@ class Replay:
     def _fold(self, inputs: list[tuple[Path, str]], fold: Fold) -> None:
         streams = [self._events(path, kind, i, fold) for i, (path, kind) in enumerate(inputs)]
         batch: list[tuple[str, Event]] = []
-        for _, _, _, event in heapq.merge(*streams):
+        until = self.until_ms if self.until_ms is not None else float("inf")
+        for ts, _, _, event in heapq.merge(*streams):
+            if ts > until:
+                continue  # read on: invalid lines anywhere in the files are still counted
             if isinstance(event, SpendEvent):
                 self._flush(fold, batch)
                 fold.apply_spend([event])
@@ -209,6 +217,8 @@ def replay_files(
     *,
     progress: bool = False,
     derived_outputs: dict[str, Path] | None = None,
+    now_ms: int | None = None,
+    until_ms: int | None = None,
 ) -> tuple[dict[str, Any], Fold, float]:
     """Report, final fold state and events/s for the given files."""
     inputs = [
@@ -217,7 +227,10 @@ def replay_files(
     for path, _ in inputs:
         if not path.exists():
             raise FileNotFoundError(f"input file not found: {path}")
-    replay = Replay(config, progress=Progress(enabled=progress), derived_outputs=derived_outputs)
+    replay = Replay(
+        config, progress=Progress(enabled=progress), derived_outputs=derived_outputs,
+        now_ms=now_ms, until_ms=until_ms,
+    )  # fmt: skip
     # Millions of long-lived records and no reference cycles: the cyclic GC would only
     # rescan them over and over (measured: +42% events/s without it).
     gc_was_enabled = gc.isenabled()

@@ -139,3 +139,53 @@ def test_missing_input_is_a_one_line_runtime_error(tmp_path):
 
 def test_replay_without_inputs_is_bad_usage():
     assert run_cli("replay").returncode == 2
+
+
+def test_replay_judges_far_future_ts_as_the_worker_does(tmp_path):
+    """A ts of year 5138 is invalid in replay as on a worker (wall clock, or --now)."""
+    far = {"event_id": "f1", "user_id": "u1", "ts": 99_999_999_999_999, "type": "page_view"}
+    clicks = write_jsonl(tmp_path / "clicks.jsonl", clicks_rows(3) + [far])
+    report, _, _ = replay_files(Config(), clicks, None)
+    assert report["events"]["invalid"] == 1 and report["events"]["valid"] == 3
+    assert not any(day.startswith("5138") for day in report["days"])
+    # --now in the past: events more than a day after it are invalid too.
+    out = tmp_path / "report.json"
+    now = "2026-11-01T12:00:00+00:00"  # T0 is 2026-11-01T00:00Z; rows are hourly
+    rows = clicks_rows(50)
+    clicks = write_jsonl(tmp_path / "clicks50.jsonl", rows)
+    assert main(["replay", "--clicks", str(clicks), "--now", now, "--output", str(out), "--quiet"]) == 0
+    events = orjson.loads(out.read_bytes())["events"]
+    expected_valid = sum(1 for r in rows if r["ts"] <= T0 + 12 * 3_600_000 + DAY_MS)
+    assert events["valid"] == expected_valid == 37 and events["invalid"] == 50 - 37
+
+
+def test_replay_until_gives_the_report_as_of_that_moment(tmp_path):
+    from naive import comparable, naive_report
+
+    from streams.events import parse_event
+
+    rng = random.Random(7)
+    kinds = ["page_view", "add_to_cart", "checkout", "order_paid", "login"]
+    rows = []
+    for i in range(400):
+        kind = rng.choice(kinds)
+        row = {"event_id": f"e{i}", "user_id": f"u{rng.randrange(30)}",
+               "ts": T0 + rng.randrange(20 * DAY_MS), "type": kind}  # fmt: skip
+        if kind == "order_paid":
+            row |= {"order_id": f"o{i}", "amount": rng.randrange(1, 500)}
+        rows.append(row)
+    rows.sort(key=lambda r: r["ts"])
+    clicks = write_jsonl(tmp_path / "clicks.jsonl", rows + [b"{bad"])
+    until = T0 + 9 * DAY_MS + 12 * 3_600_000
+    out = tmp_path / "report.json"
+    assert main(["replay", "--clicks", str(clicks), "--until", str(until), "--output", str(out), "--quiet"]) == 0  # fmt: skip
+    report = orjson.loads(out.read_bytes())
+    kept = [parse_event(orjson.dumps(r), now_ms=1 << 62) for r in rows if r["ts"] <= until]
+    assert comparable(report) == naive_report(kept)
+    assert report["events"]["valid"] == len(kept) and report["events"]["invalid"] == 1
+
+
+def test_bad_until_is_a_usage_error(tmp_path, capsys):
+    clicks = write_jsonl(tmp_path / "clicks.jsonl", clicks_rows(3))
+    assert main(["replay", "--clicks", str(clicks), "--until", "yesterday", "--quiet"]) == 2
+    assert "--until: expected epoch milliseconds or RFC 3339" in capsys.readouterr().err
