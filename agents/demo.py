@@ -124,7 +124,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 async def _live(args: argparse.Namespace, config, bootstrap: str) -> None:  # type: ignore[no-untyped-def]
     from agents.generate import produce
-    from agents.snapshot import snapshot_report
+    from agents.snapshot import KpiReader
+    from state.report import build_report
     from streams.generator import GeneratorSpec
 
     # Simulated time runs faster than the clock: start a year back so it stays in the past.
@@ -143,12 +144,13 @@ async def _live(args: argparse.Namespace, config, bootstrap: str) -> None:  # ty
         produce(spec, bootstrap, config, rate=args.rate, stop=stop, counts=sent)
     )
     last_consumed, last_time = 0, time.monotonic()
+    reader = KpiReader(bootstrap, config)  # reads only what is new at each refresh
     try:
         while True:
             await asyncio.sleep(args.every)
             if counts_task.done():
                 counts_task.result()  # surface producer errors
-            report = await snapshot_report(bootstrap, config)
+            report = build_report(await reader.partials(), config)
             now = time.monotonic()
             consumed = report["events"]["consumed"]
             rate = (consumed - last_consumed) / (now - last_time)
@@ -157,6 +159,7 @@ async def _live(args: argparse.Namespace, config, bootstrap: str) -> None:  # ty
             print(_summary(report, rate, lag), flush=True)
     finally:
         stop.set()
+        await reader.stop()
         with contextlib.suppress(Exception):
             await counts_task
 

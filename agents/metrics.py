@@ -62,11 +62,15 @@ class Metrics:
         self.pipeline, self.app = pipeline, app
         self.registry.register(_StateCollector(self))
 
-    def observe_batch(self, topic: str, n: int, seconds: float, last_event_ts_ms: int) -> None:
-        """A fetched batch: its size, time per message, and the end-to-end lag of its last event."""
+    def observe_batch(
+        self, topic: str, n: int, seconds: float, last_event_ts_ms: int | None
+    ) -> None:
+        """A fetched batch: its new messages (valid or not), time per message, and the
+        end-to-end lag of its last applied event (if any was applied)."""
         self.events.labels(topic).inc(n)
         self.processing_seconds.observe(seconds / n)
-        self.latency_seconds.observe(max(0.0, time.time() - last_event_ts_ms / 1000))
+        if last_event_ts_ms is not None:
+            self.latency_seconds.observe(max(0.0, time.time() - last_event_ts_ms / 1000))
 
     def observe_rekeyed(self, topic: str, n: int) -> None:
         self.rekeyed.labels(topic).inc(n)
@@ -96,10 +100,10 @@ class _StateCollector(Collector):
             "opspulse_events", "Events by outcome, as committed in this worker's partitions",
             labels=["outcome"],
         )  # fmt: skip
-        partials = pipeline.local_partials()
-        for name, value in partials.counters.items():
+        for name, value in pipeline.committed_counters().items():
             counters.add_metric([name], value)
         yield counters
+        partials = pipeline.local_partials()
 
         recovering = GaugeMetricFamily(
             "opspulse_partitions", "Partitions of this worker", labels=["state"]

@@ -37,6 +37,8 @@ class PartitionRuntime:
     # Set when a state transaction failed: memory may then hold an interval that Kafka
     # does not, so nothing of this partition is ever committed from memory again.
     failed: BaseException | None = None
+    # Event counters as of the last successful commit (what /metrics reports).
+    committed_counters: dict[str, int] = field(default_factory=dict)
 
 
 class CommitFailed(RuntimeError):
@@ -87,7 +89,9 @@ class Pipeline:
         store = PartitionStore(self.bootstrap, self.app_id, p, self.config)
         await store.start()
         fold, offsets = await store.load(self._sources(p))
-        self.partitions[p] = PartitionRuntime(store, fold, offsets)
+        self.partitions[p] = PartitionRuntime(
+            store, fold, offsets, committed_counters=dict(fold.partials.counters)
+        )
         self.recovering.discard(p)
         self._ready.setdefault(p, asyncio.Event()).set()
         elapsed = time.monotonic() - started
@@ -184,9 +188,10 @@ class Pipeline:
         if self.metrics is not None:
             if forwarded:
                 self.metrics.observe_rekeyed(topic, forwarded)
-            if by_source:
-                last = max(valid[-1][1].ts for valid in by_source.values())
-                self.metrics.observe_batch(topic, len(records), time.perf_counter() - started, last)
+            new = sum(1 for record in records if record.offset > applied)
+            if new:
+                last = max((v[-1][1].ts for v in by_source.values()), default=None)
+                self.metrics.observe_batch(topic, new, time.perf_counter() - started, last)
 
     def _forward(self, runtime: PartitionRuntime, topic: str, user_id: str, raw: bytes) -> None:
         """Move an event to its user's partition, in this partition's transaction."""
@@ -231,6 +236,7 @@ class Pipeline:
             out, runtime.outgoing = runtime.outgoing, Outgoing()
             runtime.dirty = False
             offsets = dict(runtime.offsets)
+            counters = dict(runtime.fold.partials.counters)
             started = time.perf_counter()
             # `collect` takes the changed users and days: if the transaction fails they
             # are gone from the change sets, so the partition can never commit again.
@@ -242,8 +248,17 @@ class Pipeline:
                 raise CommitFailed(
                     f"partition {partition}: state transaction failed: {exc!r}"
                 ) from exc
+            runtime.committed_counters = counters
             if self.metrics is not None:
                 self.metrics.observe_commit(time.perf_counter() - started)
+
+    def committed_counters(self) -> dict[str, int]:
+        """Event counters of this worker's partitions as last committed."""
+        total: dict[str, int] = {}
+        for runtime in self.partitions.values():
+            for name, n in runtime.committed_counters.items():
+                total[name] = total.get(name, 0) + n
+        return total
 
     def local_partials(self) -> Partials:
         merged = Partials(funnel_steps=tuple(len(f.steps) for f in self.config.funnels))

@@ -263,15 +263,14 @@ def histogram_quantiles(
 
 async def wait_consumed(config: Config, n: int, timeout: float, say: Say) -> tuple[float, float]:
     """(events/s, seconds) from the first to the last committed partial."""
-    from agents.snapshot import read_partials
+    from agents.snapshot import KpiReader
 
-    bootstrap = bootstrap_servers()
+    reader = KpiReader(bootstrap_servers(), config)
     deadline = time.monotonic() + timeout
     first_t = first_n = None
     consumed, last_print = 0, 0.0
     while time.monotonic() < deadline:
-        partials = await read_partials(bootstrap, config)
-        consumed = partials.counters.get("consumed", 0)
+        consumed = (await reader.partials()).counters.get("consumed", 0)
         now = time.monotonic()
         if consumed and first_t is None:
             first_t, first_n = now, consumed
@@ -281,6 +280,7 @@ async def wait_consumed(config: Config, n: int, timeout: float, say: Say) -> tup
             last_print = now
             say(f"pipeline: {consumed:,} of {n:,} committed")
         await asyncio.sleep(0.5)
+    await reader.stop()
     if first_t is None or consumed < n:
         raise RuntimeError(
             f"the worker committed {consumed:,} of {n:,} events within {timeout:.0f}s"

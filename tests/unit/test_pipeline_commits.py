@@ -183,3 +183,34 @@ async def test_a_failed_partition_does_not_stop_the_others_from_committing():
     with pytest.raises(CommitFailed):
         await pipeline.commit_all()
     assert [offsets for _, offsets in healthy.transactions] == [{"clicks": 0}]
+
+
+def scrape(metrics):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = metrics.exposition()[0].decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_metrics_count_every_consumed_message_and_report_committed_outcomes():
+    from agents.metrics import Metrics
+
+    store = FakeStore()
+    pipeline = pipeline_with(store)
+    pipeline.metrics = metrics = Metrics(pipeline.config)
+    metrics.attach(pipeline, app=None)
+    # A batch of invalid messages only still counts as consumed.
+    await pipeline.handle_batch("clicks", 0, [Record(0, b"u1", b"{bad"), Record(1, b"u1", b"[]")])
+    await pipeline.handle_batch("clicks", 0, [Record(2, b"u1", event(2))])
+    before = scrape(metrics)
+    assert before[("opspulse_events_consumed_total", (("topic", "clicks"),))] == 3
+    # Not committed yet: the "committed" outcomes must not show it.
+    assert before.get(("opspulse_events", (("outcome", "consumed"),)), 0) == 0
+    await pipeline.commit_partition(0)
+    after = scrape(metrics)
+    assert after[("opspulse_events", (("outcome", "consumed"),))] == 3
+    assert after[("opspulse_events", (("outcome", "invalid"),))] == 2
