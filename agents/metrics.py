@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from state.config import Config
@@ -111,6 +111,12 @@ class _StateCollector(Collector):
         recovering.add_metric(["active"], len(pipeline.partitions))
         recovering.add_metric(["recovering"], len(pipeline.recovering))
         yield recovering
+        yield CounterMetricFamily(
+            "opspulse_partition_loads",
+            "Partitions whose state this worker read from the state topic (rebalances keep "
+            "the partitions a worker still owns without reading them again)",
+            value=pipeline.loads,
+        )
 
         lag = GaugeMetricFamily(
             "opspulse_event_time_lag_seconds", "Wall clock minus the watermark, per input partition",

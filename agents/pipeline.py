@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
 from agents.statestore import Outgoing, PartitionStore
 from state.config import Config
 from state.fold import Fold
@@ -54,6 +57,8 @@ class Pipeline:
         self.app_id = app_id
         self.metrics = metrics
         self.partitions: dict[int, PartitionRuntime] = {}
+        self.suspended: dict[int, PartitionRuntime] = {}  # revoked, maybe assigned back
+        self.loads = 0  # partitions loaded from the state topic (each costs a full read)
         self.recovering: set[int] = set()
         self._ready: dict[int, asyncio.Event] = {}
         self.repartition_topic = repartition_topic(app_id)
@@ -78,11 +83,57 @@ class Pipeline:
         return [(topics.clicks, partition), (topics.orders, partition)]
 
     async def assign(self, partitions: Iterable[int]) -> None:
-        """Load the committed state of newly assigned partitions, concurrently
-        (their records wait in `handle_batch` until then)."""
-        new = sorted(set(partitions) - set(self.partitions))
+        """After a rebalance: keep the partitions set aside by `revoke` that are still
+        ours (unless someone else committed them meanwhile), drop the others, and load
+        the committed state of new ones, concurrently (their records wait in
+        `handle_batch` until then)."""
+        assigned = set(partitions)
+        for p in sorted(set(self.suspended) - assigned):
+            await self.suspended.pop(p).store.stop()
+        kept = sorted(assigned & set(self.suspended))
+        unchanged = await self._unchanged_since_commit(kept) if kept else set()
+        for p in kept:
+            runtime = self.suspended.pop(p)
+            if p in unchanged:
+                self.partitions[p] = runtime
+                self._ready.setdefault(p, asyncio.Event()).set()
+            else:
+                log.info("partition %d was committed by another worker meanwhile: reloading", p)
+                await runtime.store.stop()
+        if kept:
+            log.info("partitions kept without reloading: %s", sorted(unchanged))
+        new = sorted(assigned - set(self.partitions))
         self.recovering.update(new)
         await asyncio.gather(*(self._load(p) for p in new))
+
+    async def _unchanged_since_commit(self, partitions: list[int]) -> set[int]:
+        """Partitions whose group offsets are still those of our last commit: nobody
+        else processed them while they were not ours (e.g. after this worker was
+        expelled from the group and rejoined)."""
+        wanted = {
+            p: {
+                TopicPartition(topic, p): offset + 1
+                for topic, offset in self.suspended[p].offsets.items()
+            }
+            for p in partitions
+        }
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            tps = [tp for offsets in wanted.values() for tp in offsets]
+            committed = await admin.list_consumer_group_offsets(self.app_id, partitions=tps)
+        except Exception as exc:  # cannot prove it: reload
+            log.warning("could not read the group's offsets, reloading: %r", exc)
+            return set()
+        finally:
+            await admin.close()
+        return {
+            p
+            for p, offsets in wanted.items()
+            if all(
+                tp in committed and committed[tp].offset == offset for tp, offset in offsets.items()
+            )
+        }
 
     async def _load(self, p: int) -> None:
         started = time.monotonic()
@@ -92,14 +143,17 @@ class Pipeline:
         self.partitions[p] = PartitionRuntime(
             store, fold, offsets, committed_counters=dict(fold.partials.counters)
         )
+        self.loads += 1
         self.recovering.discard(p)
         self._ready.setdefault(p, asyncio.Event()).set()
         elapsed = time.monotonic() - started
         log.info("partition %d recovered: %d users in %.2fs", p, len(fold.users), elapsed)
 
-    async def revoke(self, partitions: Iterable[int]) -> None:
-        """Commit and drop partitions that move to another worker (a partition whose
-        commit failed is dropped without committing: its new owner redoes the interval)."""
+    async def revoke(self, partitions: Iterable[int], *, keep: bool = True) -> None:
+        """Commit revoked partitions. aiokafka's eager protocol revokes every
+        partition at each rebalance, so with `keep` they are set aside, not dropped:
+        those assigned back are kept by `assign` without reloading. A partition whose
+        commit failed is dropped (its next owner redoes the interval from Kafka)."""
         failures: list[CommitFailed] = []
         for p in sorted(set(partitions) & set(self.partitions)):
             try:
@@ -108,12 +162,20 @@ class Pipeline:
                 failures.append(exc)
             runtime = self.partitions.pop(p)
             self._ready.pop(p, None)
-            await runtime.store.stop()
+            if keep and runtime.failed is None:
+                self.suspended[p] = runtime
+            else:
+                await runtime.store.stop()
         if failures:
             raise failures[0]
 
     async def stop(self) -> None:
-        await self.revoke(list(self.partitions))
+        """Commit everything and let go of every partition (shutdown)."""
+        try:
+            await self.revoke(list(self.partitions), keep=False)
+        finally:
+            for p in list(self.suspended):
+                await self.suspended.pop(p).store.stop()
 
     async def handle_batch(
         self,

@@ -214,3 +214,27 @@ async def test_metrics_count_every_consumed_message_and_report_committed_outcome
     after = scrape(metrics)
     assert after[("opspulse_events", (("outcome", "consumed"),))] == 3
     assert after[("opspulse_events", (("outcome", "invalid"),))] == 2
+
+
+async def test_a_rebalance_keeps_unchanged_partitions_and_reloads_the_rest():
+    stores = {p: FakeStore() for p in range(3)}
+    pipeline = pipeline_with(stores[0])
+    for p in (1, 2):
+        pipeline.partitions[p] = PartitionRuntime(stores[p], Fold(Config(), pipeline._sources(p)), {})
+    loaded = []
+
+    async def load(p):
+        loaded.append(p)
+        pipeline.partitions[p] = PartitionRuntime(FakeStore(), Fold(Config()), {})
+
+    async def unchanged(partitions):
+        return {0}  # partition 1 was committed by another worker meanwhile
+
+    pipeline._load, pipeline._unchanged_since_commit = load, unchanged
+    await pipeline.revoke([0, 1, 2])  # eager protocol: everything is revoked
+    assert pipeline.partitions == {} and sorted(pipeline.suspended) == [0, 1, 2]
+    kept = pipeline.suspended[0]
+    await pipeline.assign([0, 1, 3])  # 2 moved away, 3 is new
+    assert pipeline.partitions[0] is kept  # no reload
+    assert sorted(loaded) == [1, 3]
+    assert pipeline.suspended == {}
