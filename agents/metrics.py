@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from state.config import Config
 from state.partials import DAU, GMV_CENTS, NEW_USERS, PAYING_USERS
+from state.user import OVERFLOW_KINDS
 
 
 class Metrics:
@@ -111,6 +112,16 @@ class _StateCollector(Collector):
         recovering.add_metric(["active"], len(pipeline.partitions))
         recovering.add_metric(["recovering"], len(pipeline.recovering))
         yield recovering
+        overflow = CounterMetricFamily(
+            "opspulse_state_overflow",
+            "Events over a per-user bound ([limits]) since this worker loaded its partitions",
+            labels=["kind"],
+        )
+        for kind in OVERFLOW_KINDS:
+            overflow.add_metric(
+                [kind], sum(r.fold.ctx.overflow[kind] for r in pipeline.partitions.values())
+            )
+        yield overflow
         yield CounterMetricFamily(
             "opspulse_partition_loads",
             "Partitions whose state this worker read from the state topic (rebalances keep "

@@ -64,10 +64,50 @@ def fold_at(users: int, sample: int = 300_000) -> dict[str, Any]:
         gc.enable()
 
 
+def bot_cost(bot_events: int = 1_000_000, sample: int = 100_000) -> dict[str, Any]:
+    """µs per event of a normal user's events vs a bot's after `bot_events` of its own
+    (funnel steps and distinct ids, all inside the lateness window): per-user bounds
+    by count must keep the bot's cost flat, not linear in its history."""
+    config = Config()
+
+    def timed(fold: Fold, user: str, n: int, offset: int, spacing_ms: int) -> float:
+        events = [
+            (user, Event(f"{user}-{offset + i}", user, T0 + (offset + i) * spacing_ms,
+                         TYPES[i % len(TYPES)]))
+            for i in range(n)
+        ]  # fmt: skip
+        started = time.perf_counter()
+        for start in range(0, n, 5_000):
+            fold.apply_batch(events[start : start + 5_000], "p")
+        return (time.perf_counter() - started) / n * 1e6
+
+    gc.disable()
+    try:
+        # A normal user: a few hundred events over days (the fold's cost, one user).
+        normal = Fold(config)
+        normal_us = sum(
+            timed(normal, f"n{k}", 200, 0, 600_000) for k in range(sample // 200)
+        ) / (sample // 200)
+        # A bot: a million events within one hour (all inside the lateness bound).
+        bot = Fold(config)
+        timed(bot, "bot", bot_events, 0, 3)
+        bot_us = timed(bot, "bot", sample, bot_events, 3)
+        return {
+            "normal_us_per_event": round(normal_us, 2),
+            "bot_us_per_event_after_1m": round(bot_us, 2),
+            "overflow": dict(bot.ctx.overflow),
+        }
+    finally:
+        gc.enable()
+
+
 def scaling(say: Any) -> dict[str, Any]:
     rows = []
     for users in (10_000, 100_000, 1_000_000):
         say(f"scaling: fold with {users:,} users in state")
         rows.append(fold_at(users))
         say(f"  {rows[-1]}")
-    return {"fold": rows}
+    say("scaling: a bot with 1M events vs normal users")
+    bot = bot_cost()
+    say(f"  {bot}")
+    return {"fold": rows, "bot": bot}

@@ -66,6 +66,16 @@ class Thresholds:
     ltv_high: float = 800.0
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Per-user memory bounds by count (time alone lets one bot grow without bound).
+
+    A user over a bound costs O(1) per event; what is lost is said in the README."""
+
+    dedup_ids_per_user: int = 1000  # event ids remembered for deduplication
+    funnel_steps_per_user: int = 256  # step events kept per funnel inside the window
+
+
 DEFAULT_FUNNELS = (
     FunnelSpec("purchase", ("page_view", "add_to_cart", "checkout", "order_paid"), DAY_MS),
 )
@@ -82,13 +92,14 @@ class Config:
     commit_interval_ms: int = 1000
     topics: Topics = field(default_factory=Topics)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
         """Build from parsed TOML; unknown or malformed keys raise ConfigError."""
         known = {
             "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
-            "max_message_bytes", "commit_interval", "topics", "thresholds",
+            "max_message_bytes", "commit_interval", "topics", "thresholds", "limits",
         }  # fmt: skip
         for key in data:
             if key not in known:
@@ -127,6 +138,8 @@ class Config:
             kwargs["topics"] = _topics(data["topics"])
         if "thresholds" in data:
             kwargs["thresholds"] = _thresholds(data["thresholds"])
+        if "limits" in data:
+            kwargs["limits"] = _limits(data["limits"])
         return cls(**kwargs)
 
 
@@ -217,3 +230,15 @@ def _thresholds(value: Any) -> Thresholds:
     if kwargs.get("churn_risk", 0) > 1:
         raise ConfigError("thresholds.churn_risk: expected a probability in 0..1")
     return Thresholds(**kwargs)
+
+
+def _limits(value: Any) -> Limits:
+    if not isinstance(value, dict):
+        raise ConfigError("limits: expected a table")
+    known = Limits.__dataclass_fields__
+    kwargs: dict[str, Any] = {}
+    for k, v in value.items():
+        if k not in known:
+            raise ConfigError(f"limits.{k}: unknown key (known: {', '.join(sorted(known))})")
+        kwargs[k] = _positive_int(v, f"limits.{k}")
+    return Limits(**kwargs)

@@ -105,6 +105,13 @@ class Context:
             for s_index, step_type in enumerate(spec.steps):
                 self.step_of.setdefault(step_type, []).append((f_index, s_index))
         self.horizon_ms = 0
+        self.max_dedup_ids = config.limits.dedup_ids_per_user
+        self.max_funnel_steps = config.limits.funnel_steps_per_user
+        # Events over a per-user bound, by kind (OVERFLOW_KINDS); a metric, not a KPI.
+        self.overflow = dict.fromkeys(OVERFLOW_KINDS, 0)
+
+
+OVERFLOW_KINDS = ("dedup_ids", "funnel_steps")
 
 
 def apply(user: UserState | None, event: EventLike, ctx: Context) -> Applied:
@@ -116,6 +123,9 @@ def apply(user: UserState | None, event: EventLike, ctx: Context) -> Applied:
         return Applied(user, [], True)
     recent[event.event_id] = event.ts
     _prune_ids(recent, ctx.horizon_ms)
+    if len(recent) > ctx.max_dedup_ids:  # forget the oldest id: O(1), counted
+        del recent[next(iter(recent))]
+        ctx.overflow["dedup_ids"] += 1
 
     ts = event.ts
     day = ctx.clock.day(ts)
@@ -244,6 +254,11 @@ def _funnel_steps(
             final_day = clock.day(max(keep_from, 0))
             for old_day in [d for d in levels if d < final_day]:
                 del levels[old_day]
+        if len(events) >= ctx.max_funnel_steps:
+            # Over the bound (a bot): the step is not kept, nothing is re-evaluated,
+            # no count is ever retracted; O(1) per event. Counted.
+            ctx.overflow["funnel_steps"] += 1
+            continue
         bisect.insort(events, (ts, step, day))
         first_day = day if step == 0 else clock.day(ts - window)
         for start_day in range(first_day, day + 1):
