@@ -9,6 +9,7 @@ agents/statestore.py for why that makes counting exact).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from agents.metrics import Metrics
 from agents.pipeline import Pipeline
 from agents.settings import bootstrap_servers, broker_url
 from agents.snapshot import KpiReader
-from state.config import Config
+from state.config import Config, ConfigError
 from state.report import build_report, user_summary
 
 log = logging.getLogger("opspulse")
@@ -116,7 +117,14 @@ def create_app(
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app_: Any, assigned: Any, **_: Any) -> None:
-        await pipeline.assign({tp.partition for tp in assigned if tp.topic in input_topics})
+        try:
+            await pipeline.assign({tp.partition for tp in assigned if tp.topic in input_topics})
+        except ConfigError as exc:
+            # The stored state cannot follow the new config: nothing was committed with
+            # it; stop at once with the one line that says what to do (exit 2: config).
+            # (to fd 2 itself: Faust redirects sys.stderr into its log)
+            os.write(2, f"opspulse worker: {exc}\n".encode())
+            os._exit(2)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Response:

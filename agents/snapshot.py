@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from state.codec import decode_day
 from state.config import Config
 from state.partials import Partials
 from state.report import build_report
@@ -82,6 +83,7 @@ async def read_partials(bootstrap: str, config: Config) -> Partials:
 
 def partials_from_records(latest: dict[bytes, bytes], config: Config) -> Partials:
     steps = tuple(len(f.steps) for f in config.funnels)
+    names = [f.name for f in config.funnels]
     per_partition: dict[int, Partials] = {}
     for key, value in latest.items():
         if value is None:
@@ -90,8 +92,9 @@ def partials_from_records(latest: dict[bytes, bytes], config: Config) -> Partial
         partials = per_partition.setdefault(record["partition"], Partials(funnel_steps=steps))
         if key.endswith(b"/events"):
             partials.counters.update(record["counters"])
+            partials.funnel_since.update(record.get("funnel_since", {}))
         else:
-            partials.set_day_record(record)
+            partials.set_day_record(decode_day(record, names))
     merged = Partials(funnel_steps=steps)
     for partials in per_partition.values():
         merged.merge(partials)

@@ -25,7 +25,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from state.codec import decode_user, encode_user
+from state.codec import decode_day, decode_user, encode_day, encode_user
+from state.compat import check_compatible, fingerprint, funnels_since
 from state.config import Config
 from state.fold import Fold
 
@@ -34,6 +35,7 @@ log = logging.getLogger("opspulse.state")
 META_KEY = b"m"
 USER_PREFIX = b"u/"
 DAY_PREFIX = b"d/"
+META_VERSION = 2  # v1 (unversioned): no "config" fingerprint
 TIMER_PREFIX = b"t/"  # t/<kind>/<key> -> due time (epoch ms, ASCII); a tombstone once fired
 
 
@@ -65,6 +67,7 @@ class PartitionStore:
         self.partition = partition
         self.config = config
         self.state_topic = state_topic(app_id)
+        self.funnel_names = [f.name for f in config.funnels]
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             transactional_id=f"{app_id}-state-{partition}",
@@ -113,25 +116,35 @@ class PartitionStore:
 
     def restore(self, fold: Fold, latest: dict[bytes, bytes | None]) -> dict[str, int]:
         """Fill `fold` from the latest committed value per state-topic key; returns the
-        last applied input offsets."""
-        offsets: dict[str, int] = {}
+        last applied input offsets. Raises ConfigError if the configuration changed
+        in a way the stored state cannot follow (state/compat.py)."""
+        meta_value = latest.get(META_KEY)
+        meta = orjson.loads(meta_value) if meta_value else None
+        stored_config = meta.get("config") if meta else None  # absent before meta v2
+        if stored_config is not None:
+            check_compatible(stored_config, self.config, self.group_id)
+        written = [f["name"] for f in stored_config["funnels"]] if stored_config else None
+        names, clock = self.funnel_names, fold.ctx.clock
         for key, value in latest.items():
-            if value is None:
+            if value is None or key == META_KEY:
                 continue
             if key.startswith(USER_PREFIX):
-                fold.users[key[len(USER_PREFIX) :].decode()] = decode_user(value, fold.ctx.clock)
+                user_id = key[len(USER_PREFIX) :].decode()
+                fold.users[user_id] = decode_user(value, clock, names, written)
             elif key.startswith(TIMER_PREFIX):
                 kind, _, timer_key = key[len(TIMER_PREFIX) :].decode().partition("/")
                 fold.timers.restore(kind, timer_key, int(value))
             elif key.startswith(DAY_PREFIX):
-                fold.partials.set_day_record(orjson.loads(value))
-            elif key == META_KEY:
-                meta = orjson.loads(value)
-                offsets = meta["offsets"]
-                fold.partials.counters.update(meta["counters"])
-                for topic, mark in meta["watermarks"].items():
-                    fold.watermarks[(topic, self.partition)] = mark
-                fold.restore_horizon()
+                fold.partials.set_day_record(decode_day(orjson.loads(value), names, written))
+        offsets: dict[str, int] = {}
+        if meta is not None:
+            offsets = meta["offsets"]
+            fold.partials.counters.update(meta["counters"])
+            for topic, mark in meta["watermarks"].items():
+                fold.watermarks[(topic, self.partition)] = mark
+            fold.restore_horizon()
+        today = clock.day(max(fold.watermarks.values())) if fold.watermarks else None
+        fold.partials.funnel_since = funnels_since(stored_config, self.config, today)
         return offsets
 
     def collect(self, fold: Fold, offsets: dict[str, int], out: Outgoing) -> None:
@@ -140,13 +153,12 @@ class PartitionStore:
         p = self.partition
         state, kpi = self.state_topic, self.config.topics.kpi
         for user_id in fold.take_changed():
-            out.add(
-                state, USER_PREFIX + user_id.encode(), encode_user(fold.users[user_id]), partition=p
-            )
+            body = encode_user(fold.users[user_id], self.funnel_names)
+            out.add(state, USER_PREFIX + user_id.encode(), body, partition=p)
         for day in sorted(fold.partials.take_dirty_days()):
-            body = orjson.dumps(fold.partials.day_record(day))
-            out.add(state, DAY_PREFIX + str(day).encode(), body, partition=p)
-            out.add(kpi, kpi_key(p, day), orjson.dumps({"partition": p, **orjson.loads(body)}))
+            record = encode_day(fold.partials.day_record(day), self.funnel_names)
+            out.add(state, DAY_PREFIX + str(day).encode(), orjson.dumps(record), partition=p)
+            out.add(kpi, kpi_key(p, day), orjson.dumps({"partition": p, **record}))
         for (kind, timer_key), due in fold.timers.take_changes().items():
             body = None if due is None else str(due).encode()
             out.add(state, TIMER_PREFIX + f"{kind}/{timer_key}".encode(), body, partition=p)
@@ -156,9 +168,14 @@ class PartitionStore:
             out.add(topic, record.key.encode(), orjson.dumps(record.value))
         watermarks = {topic: mark for (topic, _), mark in fold.watermarks.items()}
         counters = dict(fold.partials.counters)
-        meta = {"offsets": offsets, "watermarks": watermarks, "counters": counters}
+        since = fold.partials.funnel_since
+        meta = {
+            "v": META_VERSION, "offsets": offsets, "watermarks": watermarks,
+            "counters": counters, "config": fingerprint(self.config, since),
+        }  # fmt: skip
         out.add(state, META_KEY, orjson.dumps(meta), partition=p)
-        out.add(kpi, kpi_key(p, "events"), orjson.dumps({"partition": p, "counters": counters}))
+        events = {"partition": p, "counters": counters, "funnel_since": since}
+        out.add(kpi, kpi_key(p, "events"), orjson.dumps(events))
 
     async def commit(self, out: Outgoing, offsets: dict[str, int]) -> None:
         """Send the interval's records and the next input offsets in one transaction."""

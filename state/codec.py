@@ -1,13 +1,18 @@
-"""Compact, pickle-free encoding of a user record.
+"""Compact, pickle-free, versioned encodings of the stored records.
 
-User records are positional JSON arrays (orjson); the day bit sets are hex
-strings since they may exceed 64 bits; the timestamps of recent event ids and
-funnel steps are deltas from one base, and a step's local day is recomputed
-on decode instead of stored.
+User records are positional JSON arrays (orjson) whose first element is the
+version; the day bit sets are hex strings since they may exceed 64 bits; the
+timestamps of recent event ids and funnel steps are deltas from one base, and
+a step's local day is recomputed on decode instead of stored. Funnel data is
+keyed by funnel name (since v3 / day records v2), so adding, removing or
+reordering funnels needs no rewrite. Older versions stay decodable: v2 user
+records and unversioned (v1) day records hold funnels by position, in the order
+of the funnel names the meta record saved (or the current config's).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -15,7 +20,8 @@ import orjson
 from state.clock import DayClock
 from state.user import UserState
 
-USER_VERSION = 2
+USER_VERSION = 3
+DAY_VERSION = 2
 
 
 def _base_ts(user: UserState) -> int:
@@ -24,7 +30,7 @@ def _base_ts(user: UserState) -> int:
     return min(stamps, default=0)
 
 
-def encode_user(user: UserState) -> bytes:
+def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
     base = _base_ts(user)
     return orjson.dumps(
         [
@@ -45,20 +51,42 @@ def encode_user(user: UserState) -> bytes:
             user.last_order_ts,
             base,
             [item for event_id, ts in user.recent_ids.items() for item in (event_id, ts - base)],
-            [
-                [item for ts, step, _ in steps for item in (ts - base, step)]
-                for steps in user.funnel_steps
-            ],
-            [list(levels.items()) for levels in user.funnel_levels],
+            {
+                name: [item for ts, step, _ in steps for item in (ts - base, step)]
+                for name, steps in zip(funnel_names, user.funnel_steps, strict=True)
+            }
+            if user.funnel_steps  # empty until the user's first step event
+            else {},
+            {
+                name: list(levels.items())
+                for name, levels in zip(funnel_names, user.funnel_levels, strict=True)
+            }
+            if user.funnel_levels
+            else {},
         ]
     )
 
 
-def decode_user(data: bytes, clock: DayClock) -> UserState:
+def decode_user(
+    data: bytes,
+    clock: DayClock,
+    funnel_names: Sequence[str],
+    written_funnels: Sequence[str] | None = None,
+) -> UserState:
+    """A stored user record, its funnel data mapped to the current `funnel_names`;
+    `written_funnels`: the funnel names, in order, of the config that wrote a v2 record."""
     row: list[Any] = orjson.loads(data)
-    if row[0] != USER_VERSION:
-        raise ValueError(f"user record version {row[0]} is not supported (expected {USER_VERSION})")
+    version = row[0]
+    if version == USER_VERSION:
+        steps_by_name, levels_by_name = row[17], row[18]
+    elif version == 2:
+        names = _positional_names(len(row[17]), funnel_names, written_funnels)
+        steps_by_name = dict(zip(names, row[17], strict=True))
+        levels_by_name = dict(zip(names, row[18], strict=True))
+    else:
+        raise ValueError(f"user record version {version} is not supported (2..{USER_VERSION})")
     base, ids = row[15], row[16]
+    has_funnels = bool(steps_by_name)
     return UserState(
         first_ts=row[1],
         first_event_id=row[2],
@@ -77,7 +105,62 @@ def decode_user(data: bytes, clock: DayClock) -> UserState:
         recent_ids={ids[i]: base + ids[i + 1] for i in range(0, len(ids), 2)},
         funnel_steps=[
             [(base + f[i], f[i + 1], clock.day(base + f[i])) for i in range(0, len(f), 2)]
-            for f in row[17]
-        ],
-        funnel_levels=[{day: level for day, level in levels} for levels in row[18]],
+            for f in (steps_by_name.get(name, []) for name in funnel_names)
+        ]
+        if has_funnels
+        else [],
+        funnel_levels=[
+            {day: level for day, level in levels_by_name.get(name, [])} for name in funnel_names
+        ]
+        if has_funnels
+        else [],
     )
+
+
+def encode_day(record: dict[str, Any], funnel_names: Sequence[str]) -> dict[str, Any]:
+    """A `Partials.day_record` as stored (v2): funnel rows by name."""
+    return {
+        "v": DAY_VERSION,
+        "day": record["day"],
+        "fields": record["fields"],
+        "retention": record["retention"],
+        "funnels": {
+            name: row
+            for name, row in zip(funnel_names, record["funnels"], strict=True)
+            if row is not None
+        },
+    }
+
+
+def decode_day(
+    stored: dict[str, Any],
+    funnel_names: Sequence[str],
+    written_funnels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """A stored day record (v1 or v2) as a `Partials.day_record` of the current funnels."""
+    version = stored.get("v", 1)
+    if version == DAY_VERSION:
+        by_name = stored["funnels"]
+    elif version == 1:
+        names = _positional_names(len(stored["funnels"]), funnel_names, written_funnels)
+        by_name = dict(zip(names, stored["funnels"], strict=True))
+    else:
+        raise ValueError(f"day record version {version} is not supported (1..{DAY_VERSION})")
+    return {
+        "day": stored["day"],
+        "fields": stored["fields"],
+        "retention": stored["retention"],
+        "funnels": [by_name.get(name) for name in funnel_names],
+    }
+
+
+def _positional_names(
+    n: int, funnel_names: Sequence[str], written_funnels: Sequence[str] | None
+) -> Sequence[str]:
+    names = written_funnels if written_funnels is not None else funnel_names
+    if len(names) != n:
+        raise ValueError(
+            f"a record written before funnels were stored by name holds {n} funnels, "
+            f"but {len(names)} are known ({', '.join(names)}): rebuild the state"
+        )
+    return names

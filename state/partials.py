@@ -39,6 +39,8 @@ class Partials:
     funnels: list[dict[int, list[int]]] = field(default_factory=list)
     spend: dict[tuple[str, int], int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    # Funnels added to a running state count in full from this day on (by name).
+    funnel_since: dict[str, int] = field(default_factory=dict)
     dirty_days: set[int] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +92,8 @@ class Partials:
             self.spend[key] = self.spend.get(key, 0) + cents
         for name, n in other.counters.items():
             self.counters[name] = self.counters.get(name, 0) + n
+        for name, day in other.funnel_since.items():  # complete once every partition is
+            self.funnel_since[name] = max(day, self.funnel_since.get(name, day))
         return self
 
     def take_dirty_days(self) -> set[int]:

@@ -70,9 +70,11 @@ def build_report(partials: Partials, config: Config) -> dict[str, Any]:
     funnels: dict[str, Any] = {}
     for spec, counts in zip(config.funnels, partials.funnels, strict=True):
         empty = [0] * len(spec.steps)
+        since = partials.funnel_since.get(spec.name)
         funnels[spec.name] = {
             "steps": list(spec.steps),
             "window_ms": spec.window_ms,
+            "since": iso(since) if since is not None else None,
             "days": {iso(d): list(counts.get(d, empty)) for d in days},
         }
     channels: dict[str, Any] = {}

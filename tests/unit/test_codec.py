@@ -17,8 +17,9 @@ from state.partials import Partials
 def test_user_records_round_trip(events, tz):
     fold = Fold(Config(timezone=tz))
     fold.apply_batch([(e.user_id, e) for e in sorted(events, key=lambda e: e.ts)], "p")
+    names = [f.name for f in fold.config.funnels]
     for user in fold.users.values():
-        assert decode_user(encode_user(user), fold.ctx.clock) == user
+        assert decode_user(encode_user(user, names), fold.ctx.clock, names) == user
 
 
 @settings(max_examples=100, deadline=None)

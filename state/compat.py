@@ -1,0 +1,92 @@
+"""What shapes stored state, and whether a new configuration can use it.
+
+The meta record of each partition stores the fingerprint of the configuration
+that wrote its state. On load the current configuration is compared with it:
+- compatible: adding a funnel (it counts from the day after the partition's
+  watermark on, `since`), removing or reordering funnels (data is stored by
+  name), shortening `allowed_lateness`, and everything not listed below;
+- incompatible (the worker stops, exit 2, one line saying what to do):
+  another `timezone` (days are local day numbers), other `inactive_types`
+  (what counts as activity), a longer `allowed_lateness` (state was already
+  compacted with the shorter bound), another partition count (users would
+  move), or an existing funnel's steps or window changed (give it a new name).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from state.config import Config, ConfigError
+
+REBUILD_HINT = (
+    "revert the change, or rebuild the state from the retained input topics under a new "
+    "app_id (README: Config changes and rebuilds)"
+)
+
+
+def fingerprint(config: Config, funnel_since: dict[str, int]) -> dict[str, Any]:
+    """The state-shaping part of `config`, as stored in each partition's meta record."""
+    return {
+        "timezone": config.timezone,
+        "inactive_types": sorted(config.inactive_types),
+        "allowed_lateness_ms": config.allowed_lateness_ms,
+        "partitions": config.topics.partitions,
+        "funnels": [
+            {
+                "name": f.name,
+                "steps": list(f.steps),
+                "window_ms": f.window_ms,
+                "since": funnel_since.get(f.name),
+            }
+            for f in config.funnels
+        ],
+    }
+
+
+def check_compatible(stored: dict[str, Any], config: Config, app_id: str) -> None:
+    """Raise ConfigError naming the first incompatible change."""
+    now = fingerprint(config, {})
+    problems = []
+    for key, what in (
+        ("timezone", "days are calendar days in it"),
+        ("inactive_types", "they decide what counts as activity"),
+        ("partitions", "users are placed by it"),
+    ):
+        if stored[key] != now[key]:
+            problems.append(f"{key} changed from {stored[key]!r} to {now[key]!r} ({what})")
+    if now["allowed_lateness_ms"] > stored["allowed_lateness_ms"]:
+        problems.append(
+            f"allowed_lateness grew from {stored['allowed_lateness_ms']} ms to "
+            f"{now['allowed_lateness_ms']} ms (state was compacted with the shorter bound)"
+        )
+    before = {f["name"]: f for f in stored["funnels"]}
+    for f in now["funnels"]:
+        old = before.get(f["name"])
+        if old and (old["steps"], old["window_ms"]) != (f["steps"], f["window_ms"]):
+            problems.append(
+                f"funnel {f['name']!r} changed its steps or window (give it a new name to "
+                "start counting it afresh)"
+            )
+    if problems:
+        raise ConfigError(
+            f"the state of app_id {app_id!r} was written with another configuration: "
+            f"{problems[0]}; {REBUILD_HINT}"
+        )
+
+
+def funnels_since(
+    stored: dict[str, Any] | None, config: Config, today: int | None
+) -> dict[str, int]:
+    """Per funnel, the first day it counts in full: kept from the stored fingerprint;
+    for a funnel new to this state, the day after `today` (the partition's watermark
+    day), or nothing when the partition has no data yet (it counts from the start)."""
+    known = {f["name"]: f.get("since") for f in stored["funnels"]} if stored else None
+    since: dict[str, int] = {}
+    for f in config.funnels:
+        if known is None or f.name in known:
+            day = known.get(f.name) if known else None
+        else:
+            day = None if today is None else today + 1
+        if day is not None:
+            since[f.name] = day
+    return since

@@ -1,0 +1,115 @@
+"""Stored state survives format and config changes it can follow, and stops the
+worker with one clear line on those it cannot (records of the previous format are
+literal bytes written by the code before versioning)."""
+
+import asyncio
+
+import orjson
+import pytest
+
+from agents.statestore import META_KEY, Outgoing, PartitionStore
+from state.config import DAY_MS, Config, ConfigError, FunnelSpec
+from state.fold import Fold
+from state.report import build_report
+from streams.events import Event
+
+T0 = 20758 * DAY_MS
+PURCHASE = FunnelSpec("purchase", ("page_view", "add_to_cart", "checkout", "order_paid"), DAY_MS)
+QUICK = FunnelSpec("quick", ("login", "add_to_cart"), 3_600_000)
+
+# Written by the previous format (user record v2, unversioned day and meta records)
+# for one user: login, page_view, add_to_cart, order_paid on 2026-11-01, funnels
+# (purchase, quick), commit with clicks offset 3.
+OLD_STATE = {
+    b"u/u1": b'[2,1793491201000,"e1",20758,1793491380000,null,null,null,20758,"1","1",1,1999,1793491380000,1793491380000,1793491201000,["e1",0,"e2",59000,"e3",119000,"o1",179000],[[59000,0,119000,1,179000,3],[0,0,119000,1]],[[[20758,2]],[[20758,2]]]]',
+    b"d/20758": b'{"day":20758,"fields":[4,1,1,1,1,1,1,1999,0],"retention":[1' + b",0" * 90 + b'],"funnels":[[1,1,0,0],[1,1]]}',
+    b"m": b'{"offsets":{"clicks":3},"watermarks":{"clicks":1793491380000},"counters":{"consumed":4,"valid":4,"duplicates":0,"invalid":0,"late":0}}',
+}
+EVENTS = [
+    Event("e1", "u1", T0 + 1000, "login"),
+    Event("e2", "u1", T0 + 60_000, "page_view"),
+    Event("e3", "u1", T0 + 120_000, "add_to_cart"),
+    Event("o1", "u1", T0 + 180_000, "order_paid", order_id="x", amount_cents=1999),
+]
+
+
+def restored(config, latest):
+    async def run():
+        store = PartitionStore("unused:9092", "app", 0, config)
+        fold = Fold(config, [("clicks", 0), ("orders", 0)])
+        offsets = store.restore(fold, latest)
+        return store, fold, offsets
+
+    return asyncio.run(run())
+
+
+def folded(config, events=EVENTS):
+    fold = Fold(config, [("clicks", 0), ("orders", 0)])
+    fold.apply_batch([(e.user_id, e) for e in events], ("clicks", 0))
+    return fold
+
+
+def committed(store, fold, offsets):
+    out = Outgoing()
+    store.collect(fold, offsets, out)
+    return {key: value for topic, _, key, value, _ in out.records if topic == store.state_topic}
+
+
+def test_records_of_the_previous_format_load_as_the_same_state():
+    config = Config(funnels=(PURCHASE, QUICK))
+    _, fold, offsets = restored(config, OLD_STATE)
+    assert offsets == {"clicks": 3}
+    expected = folded(config)
+    assert fold.users == expected.users
+    assert build_report(fold.partials, config) == build_report(expected.partials, config)
+
+
+def test_adding_and_reordering_funnels_keeps_the_data_of_the_others():
+    old = Config(funnels=(PURCHASE, QUICK))
+    store, fold, _ = restored(old, OLD_STATE)
+    state = committed(store, folded(old), {"clicks": 3})  # now in the current format
+    signup = FunnelSpec("signup", ("page_view", "login"), DAY_MS)
+    new = Config(funnels=(QUICK, signup, PURCHASE))
+    _, fold, _ = restored(new, state)
+    report = build_report(fold.partials, new)
+    day = "2026-11-01"
+    assert report["funnels"]["purchase"]["days"][day] == [1, 1, 0, 0]
+    assert report["funnels"]["quick"]["days"][day] == [1, 1]
+    assert report["funnels"]["signup"]["since"] == "2026-11-02"  # counts in full from then
+    assert report["funnels"]["purchase"]["since"] is None
+    # Also from the previous format directly (positions named by the current config).
+    _, fold, _ = restored(Config(funnels=(PURCHASE, QUICK)), OLD_STATE)
+    assert build_report(fold.partials, old)["funnels"]["quick"]["days"][day] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"timezone": "Asia/Shanghai"}, "timezone changed from 'UTC' to 'Asia/Shanghai'"),
+        ({"inactive_types": ["push_sent"]}, "inactive_types changed"),
+        ({"allowed_lateness": "3d"}, "allowed_lateness grew"),
+        ({"topics": {"partitions": 16}}, "partitions changed from 8 to 16"),
+        (
+            {"funnels": [{"name": "purchase", "steps": ["page_view", "order_paid"]}]},
+            "funnel 'purchase' changed its steps or window",
+        ),
+    ],
+)
+def test_an_incompatible_change_is_refused_with_one_line_saying_what_to_do(change, words):
+    config = Config()
+    store, _, _ = restored(config, {})
+    state = committed(store, folded(config), {"clicks": 3})
+    with pytest.raises(ConfigError) as error:
+        restored(Config.from_mapping(change), state)
+    message = str(error.value)
+    assert words in message and "new app_id" in message and "\n" not in message
+
+
+def test_compatible_changes_are_accepted():
+    config = Config()
+    store, _, _ = restored(config, {})
+    state = committed(store, folded(config), {"clicks": 3})
+    for change in ({"allowed_lateness": "1d"}, {"max_message_bytes": 1000}, {"funnels": []}):
+        restored(Config.from_mapping(change), state)  # no error
+    meta = orjson.loads(state[META_KEY])
+    assert meta["v"] == 2 and meta["config"]["timezone"] == "UTC"
