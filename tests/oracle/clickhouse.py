@@ -132,7 +132,8 @@ def clickhouse_report(
         "days": {},
         "retention": {},
         "funnels": {
-            name: {"steps": list(steps), "window_ms": w, "days": {}} for name, steps, w in funnels
+            name: {"steps": list(steps), "window_ms": w, "since": None, "days": {}}
+            for name, steps, w in funnels
         },
     }
     if not events:
@@ -344,7 +345,12 @@ def _report_from_table(
         funnel_days = {
             row["date"]: [int(x) for x in row["counts"]] for row in _query_rows(funnel_sql)
         }
-        funnels_out[name] = {"steps": list(steps), "window_ms": window, "days": funnel_days}
+        funnels_out[name] = {
+            "steps": list(steps),
+            "window_ms": window,
+            "since": None,
+            "days": funnel_days,
+        }
 
     return {"days": days, "retention": retention, "funnels": funnels_out}
 
