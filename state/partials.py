@@ -27,6 +27,12 @@ DAY_EFFECT, RETENTION_EFFECT, FUNNEL_EFFECT = 0, 1, 2
 COUNTERS = ("consumed", "valid", "duplicates", "invalid", "late")
 
 Effect = tuple[int, ...]
+_ZERO_DAY = (0,) * len(DAY_FIELDS)
+
+
+def ratio(numerator: int, denominator: int) -> float | None:
+    """A ratio, or None for a zero denominator (never NaN)."""
+    return numerator / denominator if denominator else None
 
 
 @dataclass
@@ -76,6 +82,10 @@ class Partials:
                 else:
                     for k in range(new, old):
                         counts[k] -= 1
+
+    def day_row(self, day: int) -> list[int] | tuple[int, ...]:
+        """The day's aggregate fields (zeros for a day without any)."""
+        return self.days.get(day, _ZERO_DAY)
 
     def add_spend(self, channel: str, day: int, cents: int) -> None:
         self.spend[(channel, day)] = self.spend.get((channel, day), 0) + cents
