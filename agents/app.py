@@ -20,7 +20,7 @@ from faust.exceptions import SameNode
 
 from agents import fastpath
 from agents.metrics import Metrics
-from agents.pipeline import Pipeline
+from agents.pipeline import Pipeline, spend_key
 from agents.settings import bootstrap_servers, broker_url
 from agents.snapshot import KpiReader
 from state.config import Config, ConfigError
@@ -80,6 +80,17 @@ def create_app(
     metrics.attach(pipeline, app)
     input_topics = {topics.clicks, topics.orders, pipeline.repartition_topic}
     kpi_reader = KpiReader(bootstrap_servers(), config)
+    # Spend is keyed by channel with its own partition count: its own agent, so
+    # Faust's assignor places its partitions independently of the user partitions.
+    spend = app.topic(topics.spend, key_serializer="raw", value_serializer="raw")
+
+    def keys(tps: Any) -> set[int]:
+        """Pipeline keys of the assigned or revoked partitions we consume."""
+        return {
+            spend_key(tp.partition) if tp.topic == topics.spend else tp.partition
+            for tp in tps
+            if tp.topic in input_topics or tp.topic == topics.spend
+        }
     app.opspulse_pipeline = pipeline  # type: ignore[attr-defined]
 
     @app.agent(inputs, name="opspulse.ingest")
@@ -88,7 +99,13 @@ def create_app(
         async for event in stream.events():
             raise RuntimeError(f"input message {event.message.tp} bypassed the batch path")
 
-    fastpath.install(app, input_topics, pipeline.handle_batch)
+    @app.agent(spend, name="opspulse.spend")
+    async def ingest_spend(stream: Any) -> None:
+        """Subscribes the spend topic; its records reach the pipeline through the batch path."""
+        async for event in stream.events():
+            raise RuntimeError(f"spend message {event.message.tp} bypassed the batch path")
+
+    fastpath.install(app, input_topics | {topics.spend}, pipeline.handle_batch)
 
     @app.timer(interval=config.commit_interval_ms / 1000, name="opspulse.commit")
     async def commit() -> None:
@@ -113,12 +130,12 @@ def create_app(
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: Any, revoked: Any, **_: Any) -> None:
-        await pipeline.revoke({tp.partition for tp in revoked if tp.topic in input_topics})
+        await pipeline.revoke(keys(revoked))
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app_: Any, assigned: Any, **_: Any) -> None:
         try:
-            await pipeline.assign({tp.partition for tp in assigned if tp.topic in input_topics})
+            await pipeline.assign(keys(assigned))
         except ConfigError as exc:
             # The stored state cannot follow the new config: nothing was committed with
             # it; stop at once with the one line that says what to do (exit 2: config).

@@ -134,7 +134,8 @@ class _StateCollector(Collector):
             labels=["topic", "partition"],
         )  # fmt: skip
         now_ms = time.time() * 1000
-        for p, runtime in pipeline.partitions.items():
+        for runtime in pipeline.partitions.values():
+            p = runtime.store.partition
             for (topic, _), mark in runtime.fold.watermarks.items():
                 lag.add_metric([topic, str(p)], max(0.0, (now_ms - mark) / 1000))
         yield lag
@@ -144,8 +145,9 @@ class _StateCollector(Collector):
             labels=["topic", "partition"],
         )  # fmt: skip
         consumer = getattr(self.metrics.app, "consumer", None)
-        for p, runtime in pipeline.partitions.items():
-            for topic in (config.topics.clicks, config.topics.orders, pipeline.repartition_topic):
+        for runtime in pipeline.partitions.values():
+            p = runtime.store.partition
+            for topic in runtime.offsets:
                 try:
                     high = (
                         consumer.highwater(consumer._new_topicpartition(topic, p))

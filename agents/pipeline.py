@@ -21,7 +21,7 @@ from state.config import Config
 from state.fold import Fold
 from state.partials import Partials
 from streams.dlq import dead_letter_headers
-from streams.events import Invalid, parse_event
+from streams.events import Invalid, parse_event, parse_spend
 from streams.partitioner import UserPartitions
 
 log = logging.getLogger("opspulse.pipeline")
@@ -78,9 +78,11 @@ class Pipeline:
                 pass
         return partition in self.partitions
 
-    def _sources(self, partition: int) -> list[tuple[str, int]]:
+    def _sources(self, key: int) -> list[tuple[str, int]]:
         topics = self.config.topics
-        return [(topics.clicks, partition), (topics.orders, partition)]
+        if key < 0:
+            return [(topics.spend, kafka_partition(key))]
+        return [(topics.clicks, key), (topics.orders, key)]
 
     async def assign(self, partitions: Iterable[int]) -> None:
         """After a rebalance: keep the partitions set aside by `revoke` that are still
@@ -112,7 +114,7 @@ class Pipeline:
         expelled from the group and rejoined)."""
         wanted = {
             p: {
-                TopicPartition(topic, p): offset + 1
+                TopicPartition(topic, kafka_partition(p)): offset + 1
                 for topic, offset in self.suspended[p].offsets.items()
             }
             for p in partitions
@@ -137,7 +139,9 @@ class Pipeline:
 
     async def _load(self, p: int) -> None:
         started = time.monotonic()
-        store = PartitionStore(self.bootstrap, self.app_id, p, self.config)
+        store = PartitionStore(
+            self.bootstrap, self.app_id, kafka_partition(p), self.config, spend=p < 0
+        )
         await store.start()
         fold, offsets = await store.load(self._sources(p))
         self.partitions[p] = PartitionRuntime(
@@ -188,14 +192,19 @@ class Pipeline:
 
         Records of a partition that stops being ours before its state loaded are
         dropped: nothing of them is committed, the new owner reads them again."""
-        runtime = self.partitions.get(partition)
-        if runtime is None and await self.wait_ready(partition, still_assigned):
-            runtime = self.partitions.get(partition)
+        spend = topic == self.config.topics.spend
+        key = spend_key(partition) if spend else partition
+        runtime = self.partitions.get(key)
+        if runtime is None and await self.wait_ready(key, still_assigned):
+            runtime = self.partitions.get(key)
         if runtime is None:
             if still_assigned():
                 raise RuntimeError(
                     f"records of partition {topic}-{partition} arrived but its state never loaded"
                 )
+            return
+        if spend:
+            self._fold_spend(runtime, topic, partition, records)
             return
         started = time.perf_counter()
         applied = runtime.offsets.get(topic, -1)
@@ -254,6 +263,40 @@ class Pipeline:
             if new:
                 last = max((v[-1][1].ts for v in by_source.values()), default=None)
                 self.metrics.observe_batch(topic, new, time.perf_counter() - started, last)
+
+    def _fold_spend(
+        self, runtime: PartitionRuntime, topic: str, partition: int, records: list[Any]
+    ) -> None:
+        """A batch of the spend topic (keyed by channel): deduplicated into the partials."""
+        started = time.perf_counter()
+        applied = runtime.offsets.get(topic, -1)
+        max_bytes = self.config.max_message_bytes
+        new = [r for r in records if r.offset > applied]
+        valid, record_of = [], {}
+        for record in new:
+            raw = record.value or b""
+            event = parse_spend(raw, max_bytes=max_bytes)
+            if isinstance(event, Invalid):
+                runtime.fold.count_invalid()
+                self._dead_letter(
+                    runtime, topic, partition, record.offset, record.key, raw, event.reason,
+                    event.detail,
+                )  # fmt: skip
+            else:
+                valid.append(event)
+                record_of[id(event)] = record
+        for event in runtime.fold.apply_spend(valid, (topic, partition)):
+            record = record_of[id(event)]
+            detail = "older than its topic-partition watermark minus allowed_lateness"
+            self._dead_letter(
+                runtime, topic, partition, record.offset, record.key, record.value, "late", detail
+            )
+        if new:
+            runtime.offsets[topic] = new[-1].offset
+            runtime.dirty = True
+            if self.metrics is not None:
+                last = valid[-1].ts if valid else None
+                self.metrics.observe_batch(topic, len(new), time.perf_counter() - started, last)
 
     def _forward(self, runtime: PartitionRuntime, topic: str, user_id: str, raw: bytes) -> None:
         """Move an event to its user's partition, in this partition's transaction."""
@@ -355,3 +398,14 @@ def _origin_topic(record: Any) -> str:
         if name == ORIGIN_HEADER:
             return bytes(value).decode(errors="replace")
     return "unknown"
+
+
+def spend_key(partition: int) -> int:
+    """The pipeline's key of spend partition q (spend has its own partition count, so
+    its partitions live beside the user partitions under negative keys)."""
+    return -1 - partition
+
+
+def kafka_partition(key: int) -> int:
+    """The Kafka partition number of a pipeline key (see `spend_key`)."""
+    return key if key >= 0 else -1 - key

@@ -186,7 +186,7 @@ class Replay:
                 continue  # read on: invalid lines anywhere in the files are still counted
             if isinstance(event, SpendEvent):
                 self._flush(fold, batch)
-                fold.apply_spend([event])
+                fold.apply_spend([event], "replay")
                 continue
             batch.append((event.user_id, event))
             if len(batch) >= BATCH:

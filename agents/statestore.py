@@ -54,23 +54,31 @@ class Outgoing:
         self.records.append((topic, partition, key, value, headers))
 
 
-def kpi_key(partition: int, day: int | str) -> bytes:
-    return f"{partition}/{day}".encode()
+def kpi_key(label: int | str, day: int | str) -> bytes:
+    return f"{label}/{day}".encode()
 
 
 class PartitionStore:
-    """The transactional producer and the state-topic reader of one partition."""
+    """The transactional producer and the state-topic reader of one partition.
 
-    def __init__(self, bootstrap: str, app_id: str, partition: int, config: Config) -> None:
+    `spend`: a partition of the spend topic (its own partition count), with its own
+    state topic `<app_id>.spend-state`, transactional id `<app_id>-spend-<q>` and
+    KPI keys `spend-<q>/…`; otherwise partition p of clicks, orders and re-keys."""
+
+    def __init__(
+        self, bootstrap: str, app_id: str, partition: int, config: Config, *, spend: bool = False
+    ) -> None:
         self.bootstrap = bootstrap
         self.group_id = app_id
-        self.partition = partition
+        self.partition = partition  # the Kafka partition number of the inputs and state
         self.config = config
-        self.state_topic = state_topic(app_id)
+        self.state_topic = spend_state_topic(app_id) if spend else state_topic(app_id)
+        self.label: int | str = f"spend-{partition}" if spend else partition
         self.funnel_names = [f.name for f in config.funnels]
+        role = "spend" if spend else "state"
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
-            transactional_id=f"{app_id}-state-{partition}",
+            transactional_id=f"{app_id}-{role}-{partition}",
             enable_idempotence=True,
             linger_ms=5,
             max_request_size=8 * 1024 * 1024,
@@ -139,6 +147,7 @@ class PartitionStore:
         offsets: dict[str, int] = {}
         if meta is not None:
             offsets = meta["offsets"]
+            fold.spend_ids = dict(meta.get("spend_ids", {}))
             fold.partials.counters.update(meta["counters"])
             for topic, mark in meta["watermarks"].items():
                 fold.watermarks[(topic, self.partition)] = mark
@@ -158,7 +167,7 @@ class PartitionStore:
         for day in sorted(fold.partials.take_dirty_days()):
             record = encode_day(fold.partials.day_record(day), self.funnel_names)
             out.add(state, DAY_PREFIX + str(day).encode(), orjson.dumps(record), partition=p)
-            out.add(kpi, kpi_key(p, day), orjson.dumps({"partition": p, **record}))
+            out.add(kpi, kpi_key(self.label, day), orjson.dumps({"partition": self.label, **record}))
         for (kind, timer_key), due in fold.timers.take_changes().items():
             body = None if due is None else str(due).encode()
             out.add(state, TIMER_PREFIX + f"{kind}/{timer_key}".encode(), body, partition=p)
@@ -173,9 +182,11 @@ class PartitionStore:
             "v": META_VERSION, "offsets": offsets, "watermarks": watermarks,
             "counters": counters, "config": fingerprint(self.config, since),
         }  # fmt: skip
+        if fold.spend_ids:
+            meta["spend_ids"] = fold.spend_ids
         out.add(state, META_KEY, orjson.dumps(meta), partition=p)
-        events = {"partition": p, "counters": counters, "funnel_since": since}
-        out.add(kpi, kpi_key(p, "events"), orjson.dumps(events))
+        events = {"partition": self.label, "counters": counters, "funnel_since": since}
+        out.add(kpi, kpi_key(self.label, "events"), orjson.dumps(events))
 
     async def commit(self, out: Outgoing, offsets: dict[str, int]) -> None:
         """Send the interval's records and the next input offsets in one transaction."""
@@ -195,3 +206,7 @@ class PartitionStore:
 
 def state_topic(app_id: str) -> str:
     return f"{app_id}.state"
+
+
+def spend_state_topic(app_id: str) -> str:
+    return f"{app_id}.spend-state"

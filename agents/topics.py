@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.pipeline import repartition_topic
-from agents.statestore import state_topic
+from agents.statestore import spend_state_topic, state_topic
 from state.config import Config
 from state.outbox import KINDS
 
@@ -53,6 +53,16 @@ async def ensure_topics(bootstrap: str, config: Config, app_id: str) -> int:
         missing = [t for t in wanted if t.name not in present]
         if missing:
             await admin.create_topics(missing)
+        # Spend is keyed by channel and may have any partition count: its state topic
+        # follows it, partition for partition.
+        spend_partitions = (await _partition_counts(admin, [topics.spend])).get(topics.spend)
+        if spend_partitions is None:
+            spend_partitions = partitions
+            await admin.create_topics([NewTopic(topics.spend, spend_partitions, 1)])
+        if spend_state_topic(app_id) not in present:
+            await admin.create_topics(
+                [NewTopic(spend_state_topic(app_id), spend_partitions, 1, topic_configs=COMPACTED)]
+            )
         return partitions
     finally:
         await admin.close()

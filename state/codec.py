@@ -129,6 +129,7 @@ def encode_day(record: dict[str, Any], funnel_names: Sequence[str]) -> dict[str,
             for name, row in zip(funnel_names, record["funnels"], strict=True)
             if row is not None
         },
+        "spend": record.get("spend", {}),
     }
 
 
@@ -151,6 +152,7 @@ def decode_day(
         "fields": stored["fields"],
         "retention": stored["retention"],
         "funnels": [by_name.get(name) for name in funnel_names],
+        "spend": stored.get("spend", {}),
     }
 
 

@@ -46,7 +46,7 @@ class Fold:
         self.watermarks: dict[Hashable, int] = {}
         self.changed: set[str] = set()  # users changed since the last `take_changed`
         self._lateness = config.allowed_lateness_ms
-        self._spend_ids: dict[str, int] = {}
+        self.spend_ids: dict[str, int] = {}  # event id -> ts, within the lateness bound
         # Event-time timers fire when the partition's stream time (the largest watermark
         # of its sources, as Kafka Streams' stream time) passes their due time.
         self.timers = Timers()
@@ -93,20 +93,32 @@ class Fold:
             add(result.effects)
         return late
 
-    def apply_spend(self, events: Iterable[SpendLike]) -> None:
-        """Acquisition spend, deduplicated by event id within the lateness bound."""
-        counters, seen, day = self.partials.counters, self._spend_ids, self.ctx.clock.day
+    def apply_spend(self, events: Iterable[SpendLike], source: Hashable) -> list[SpendLike]:
+        """Acquisition spend from one source, deduplicated by event id within the
+        lateness bound of the source's watermark; returns the late events."""
+        counters, seen, day = self.partials.counters, self.spend_ids, self.ctx.clock.day
+        late: list[SpendLike] = []
+        mark = self.watermarks.get(source)
         for event in events:
             counters["consumed"] += 1
+            ts = event.ts
+            if mark is not None and ts < mark - self._lateness:
+                counters["late"] += 1
+                late.append(event)
+                continue
+            if mark is None or ts > mark:
+                mark = self.watermarks[source] = ts
             if event.event_id in seen:
                 counters["duplicates"] += 1
                 continue
-            seen[event.event_id] = event.ts
+            seen[event.event_id] = ts
             counters["valid"] += 1
-            self.partials.add_spend(event.channel, day(event.ts), event.amount_cents)
-        horizon = self.ctx.horizon_ms
-        for event_id in [e for e, ts in seen.items() if ts < horizon]:
-            del seen[event_id]
+            self.partials.add_spend(event.channel, day(ts), event.amount_cents)
+        if mark is not None:
+            floor = mark - self._lateness
+            for event_id in [e for e, ts in seen.items() if ts < floor]:
+                del seen[event_id]
+        return late
 
     def fire_timers(self, watermark_ms: int) -> None:
         """Run the handler of every timer due before `watermark_ms` (in due order)."""

@@ -89,6 +89,7 @@ class Partials:
 
     def add_spend(self, channel: str, day: int, cents: int) -> None:
         self.spend[(channel, day)] = self.spend.get((channel, day), 0) + cents
+        self.dirty_days.add(day)
 
     def merge(self, other: Partials) -> Partials:
         """In-place sum with another partition's partials; returns self."""
@@ -119,6 +120,7 @@ class Partials:
             "fields": self.days.get(day, [0] * len(DAY_FIELDS)),
             "retention": self.retention.get(day),
             "funnels": [f.get(day) for f in self.funnels],
+            "spend": {ch: cents for (ch, d), cents in self.spend.items() if d == day},
         }
 
     def set_day_record(self, record: dict[str, Any]) -> None:
@@ -130,6 +132,8 @@ class Partials:
         for counts, row in zip(self.funnels, record["funnels"], strict=True):
             if row is not None:
                 counts[day] = list(row)
+        for channel, cents in record.get("spend", {}).items():
+            self.spend[(channel, day)] = cents
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (for the KPI topic and files)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 from agents.replay import replay_files
@@ -26,7 +26,8 @@ from agents.topics import ensure_topics
 from streams.generator import GeneratorSpec, generate
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPARED = ("days", "retention", "funnels", "events")
+COMPARED = ("days", "retention", "funnels", "events", "channels")
+SPEND_PARTITIONS = 3  # spend has its own partition count (not the user partitions')
 
 
 def free_port() -> int:
@@ -44,6 +45,7 @@ class Cluster:
         self.config_path.write_text(
             f'app_id = "it-{run}"\ncommit_interval = "500ms"\n'
             f'[topics]\nclicks = "it-{run}.clicks"\norders = "it-{run}.orders"\n'
+            f'spend = "it-{run}.spend"\n'
             f'dlq = "it-{run}.dlq"\nkpi = "it-{run}.kpi"\npartitions = {partitions}\n'
         )
         self.config = load_config(str(self.config_path))
@@ -52,6 +54,7 @@ class Cluster:
         self.produced = 0
         self.clicks = tmp / "clicks.jsonl"
         self.orders = tmp / "orders.jsonl"
+        self.spend = tmp / "spend.jsonl"
         self.env = {
             **os.environ,
             "OPSPULSE_BROKER": f"kafka://{bootstrap}",
@@ -153,28 +156,45 @@ class Cluster:
         flowing: asyncio.Event | None = None, flushed: asyncio.Event | None = None,
     ) -> int:  # fmt: skip
         """Send the generated clicks and orders (keyed by user unless `key_of` says
-        otherwise, in stream order); keep the same lines in files for replay.
+        otherwise, in stream order) and spend (keyed by channel, to a topic with its
+        own partition count); keep the same lines in files for replay.
 
         While `flowing` is cleared, sending pauses once everything sent so far is
         acknowledged (then `flushed` is set), e.g. to take the broker down."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            if self.config.topics.spend not in await admin.list_topics():
+                await admin.create_topics(
+                    [NewTopic(self.config.topics.spend, SPEND_PARTITIONS, 1)]
+                )
+        finally:
+            await admin.close()
         await ensure_topics(self.bootstrap, self.config, self.config.app_id)
         # Idempotent: a retry after a broker failure never writes a message twice.
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=10, enable_idempotence=True
         )
         await producer.start()
-        topics = {"clicks": self.config.topics.clicks, "orders": self.config.topics.orders}
+        topics = {
+            "clicks": self.config.topics.clicks, "orders": self.config.topics.orders,
+            "spend": self.config.topics.spend,
+        }  # fmt: skip
         sent = 0
         started = time.monotonic()
-        with open(self.clicks, "ab") as clicks, open(self.orders, "ab") as orders:
-            files = {"clicks": clicks, "orders": orders}
+        with (
+            open(self.clicks, "ab") as clicks,
+            open(self.orders, "ab") as orders,
+            open(self.spend, "ab") as spend,
+        ):
+            files = {"clicks": clicks, "orders": orders, "spend": spend}
             try:
                 for topic, line in generate(spec):
-                    if topic == "spend":
-                        continue
                     files[topic].write(line + b"\n")
                     key: bytes | None
-                    if key_of is not None:
+                    if topic == "spend":
+                        key = orjson.loads(line)["channel"].encode()
+                    elif key_of is not None:
                         key = key_of(line)
                     else:
                         try:
@@ -213,7 +233,8 @@ class Cluster:
         return report
 
     def replay(self) -> dict:
-        report, _, _ = replay_files(self.config, self.clicks, self.orders)
+        spend = self.spend if self.spend.exists() else None
+        report, _, _ = replay_files(self.config, self.clicks, self.orders, spend)
         return report
 
     async def group_lag(self) -> int:
@@ -233,7 +254,7 @@ class Cluster:
                 TopicPartition(t, p)
                 for t in (self.config.topics.clicks, self.config.topics.orders)
                 for p in range(self.config.topics.partitions)
-            ]
+            ] + [TopicPartition(self.config.topics.spend, q) for q in range(SPEND_PARTITIONS)]
             ends = await consumer.end_offsets(tps)
         finally:
             await consumer.stop()

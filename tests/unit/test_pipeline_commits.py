@@ -19,6 +19,8 @@ RecordH = Record
 class FakeStore:
     """Stands in for PartitionStore: records what each transaction would hold."""
 
+    partition = 0  # the Kafka partition number
+
     def __init__(self):
         self.transactions = []  # (records, offsets)
 
@@ -238,3 +240,31 @@ async def test_a_rebalance_keeps_unchanged_partitions_and_reloads_the_rest():
     assert pipeline.partitions[0] is kept  # no reload
     assert sorted(loaded) == [1, 3]
     assert pipeline.suspended == {}
+
+
+async def test_spend_is_deduplicated_dead_lettered_and_committed_under_its_own_key():
+    from agents.pipeline import spend_key
+
+    store = FakeStore()
+    pipeline = pipeline_with(FakeStore())
+    key = spend_key(2)
+    pipeline.partitions[key] = PartitionRuntime(store, Fold(Config(), pipeline._sources(key)), {})
+
+    def spend(i, amount):
+        return orjson.dumps(
+            {"event_id": f"s{i}", "ts": 1_793_491_200_000 + i, "channel": "ads", "amount": amount}
+        )
+
+    batch = [Record(0, b"ads", spend(1, 10)), Record(1, b"ads", spend(1, 10)),
+             Record(2, b"ads", spend(2, -1)), Record(3, b"ads", spend(3, 2.5))]  # fmt: skip
+    await pipeline.handle_batch("spend", 2, batch)
+    fold = pipeline.partitions[key].fold
+    assert fold.partials.spend == {("ads", 20758): 1250}
+    assert {k: fold.partials.counters[k] for k in ("consumed", "valid", "duplicates", "invalid")} == {
+        "consumed": 4, "valid": 2, "duplicates": 1, "invalid": 1,
+    }  # fmt: skip
+    await pipeline.commit_partition(key)
+    records, offsets = store.transactions[0]
+    assert offsets == {"spend": 3}
+    letters = [r for r in records if r[0] == "opspulse.dlq"]
+    assert [dict(r[4])["opspulse.reason"] for r in letters] == [b"bad_value"]
