@@ -22,7 +22,7 @@ from state.fold import Fold
 from state.partials import Partials
 from streams.dlq import dead_letter_headers
 from streams.events import Invalid, parse_event, parse_spend
-from streams.partitioner import UserPartitions
+from state.partitioner import UserPartitions
 
 log = logging.getLogger("opspulse.pipeline")
 

@@ -45,11 +45,20 @@ class Funnels:
                 # no count is ever retracted; O(1) per event. Counted.
                 ctx.overflow["funnel_steps"] += 1
                 continue
-            bisect.insort(events, (ts, step, day))
+            at = bisect.bisect_right(events, (ts, step, day))
+            appended = at == len(events)  # the usual case: the user's latest step
+            events.insert(at, (ts, step, day))
             first_day = day if step == 0 else clock.day(ts - window)
             for start_day in range(first_day, day + 1):
-                level = funnel_level(events, len(spec.steps), window, start_day)
                 old = levels.get(start_day, 0)
+                if appended and step == 0:
+                    level = old or 1  # a last step 1 only (re)starts a chain
+                elif appended and old != step:
+                    # The walk up to this last event is unchanged, and levels are
+                    # prefixes: below `step` no chain can take it, above it one has.
+                    continue
+                else:
+                    level = funnel_level(events, len(spec.steps), window, start_day)
                 if level != old:
                     effects.append((FUNNEL_EFFECT, f_index, start_day, old, level))
                     if level:

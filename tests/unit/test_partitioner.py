@@ -5,7 +5,7 @@ from aiokafka.partitioner import murmur2 as kafka_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.partitioner import UserPartitions, murmur2, partition_for_key
+from state.partitioner import UserPartitions, murmur2, partition_for_key
 
 
 @settings(max_examples=500, deadline=None)
