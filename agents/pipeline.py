@@ -20,9 +20,9 @@ from agents.statestore import Outgoing, PartitionStore
 from state.config import Config
 from state.fold import Fold
 from state.partials import Partials
+from state.partitioner import UserPartitions
 from streams.dlq import dead_letter_headers
 from streams.events import Invalid, parse_event, parse_spend
-from state.partitioner import UserPartitions
 
 log = logging.getLogger("opspulse.pipeline")
 

@@ -24,7 +24,7 @@ from typing import IO, Any
 import orjson
 
 from state.config import Config
-from state.fold import Fold
+from state.partitions import PartitionedFold
 from state.report import build_report, user_summary
 from streams.events import Event, Invalid, SpendEvent, parse_event, parse_spend
 
@@ -104,7 +104,7 @@ class Replay:
         return lambda raw: parse_event(raw, max_bytes=max_bytes, now_ms=now_ms)
 
     def _events(
-        self, path: Path, kind: str, order: int, fold: Fold
+        self, path: Path, kind: str, order: int, fold: PartitionedFold
     ) -> Iterator[tuple[int, int, int, Any]]:
         """(ts, file order, line number, event) in ts order; invalid lines are counted."""
         parse = self._parser(kind)
@@ -159,10 +159,12 @@ class Replay:
             runs.append(run)
         self._sorted_copies[path] = (runs, invalid)
 
-    def run(self, inputs: list[tuple[Path, str]]) -> Fold:
+    def run(self, inputs: list[tuple[Path, str]]) -> PartitionedFold:
         """Fold the inputs; a too-disordered file is sorted and the replay restarted."""
+        topics = self.config.topics
+        user_topics = [getattr(topics, kind) for _, kind in inputs if kind != "spend"]
         while True:
-            fold = Fold(self.config)
+            fold = PartitionedFold(self.config, user_topics)
             # (Re)opened on every attempt: a restarted replay starts its outputs afresh.
             self._derived = {kind: open(path, "wb") for kind, path in self.derived_outputs.items()}  # noqa: SIM115
             try:
@@ -177,33 +179,33 @@ class Replay:
                 for handle in self._derived.values():
                     handle.close()
 
-    def _fold(self, inputs: list[tuple[Path, str]], fold: Fold) -> None:
+    def _fold(self, inputs: list[tuple[Path, str]], fold: PartitionedFold) -> None:
         streams = [self._events(path, kind, i, fold) for i, (path, kind) in enumerate(inputs)]
-        batch: list[tuple[str, Event]] = []
+        topic_of = [getattr(self.config.topics, kind) for _, kind in inputs]
+        batch: list[tuple[str, str, Event]] = []
         until = self.until_ms if self.until_ms is not None else float("inf")
-        for ts, _, _, event in heapq.merge(*streams):
+        for ts, order, _, event in heapq.merge(*streams):
             if ts > until:
                 continue  # read on: invalid lines anywhere in the files are still counted
             if isinstance(event, SpendEvent):
                 self._flush(fold, batch)
-                fold.apply_spend([event], "replay")
+                fold.apply_spend([event])
                 continue
-            batch.append((event.user_id, event))
+            batch.append((topic_of[order], event.user_id, event))
             if len(batch) >= BATCH:
                 self._flush(fold, batch)
         self._flush(fold, batch)
 
-    def _flush(self, fold: Fold, batch: list[tuple[str, Event]]) -> None:
+    def _flush(self, fold: PartitionedFold, batch: list[tuple[str, str, Event]]) -> None:
         if batch:
-            fold.apply_batch(batch, "replay")
+            fold.apply_batch(batch)
             self.progress.tick(len(batch))
             batch.clear()
-        if fold.outbox:
-            self._write_derived(fold)
+        self._write_derived(fold)
 
-    def _write_derived(self, fold: Fold) -> None:
+    def _write_derived(self, fold: PartitionedFold) -> None:
         """The records the cluster would send to the derived topics, one JSON line each."""
-        for record in fold.outbox.drain():
+        for record in fold.drain_outbox():
             handle = self._derived.get(record.kind)
             if handle is not None:
                 handle.write(orjson.dumps(record.value) + b"\n")
@@ -219,7 +221,7 @@ def replay_files(
     derived_outputs: dict[str, Path] | None = None,
     now_ms: int | None = None,
     until_ms: int | None = None,
-) -> tuple[dict[str, Any], Fold, float]:
+) -> tuple[dict[str, Any], PartitionedFold, float]:
     """Report, final fold state and events/s for the given files."""
     inputs = [
         (p, kind) for p, kind in ((clicks, "clicks"), (orders, "orders"), (spend, "spend")) if p
@@ -243,7 +245,7 @@ def replay_files(
     return build_report(fold.partials, config), fold, replay.progress.rate()
 
 
-def write_users(fold: Fold, path: Path) -> None:
+def write_users(fold: PartitionedFold, path: Path) -> None:
     with open(path, "wb") as out:
         for user_id in sorted(fold.users):
             out.write(orjson.dumps(user_summary(user_id, fold.users[user_id])) + b"\n")
