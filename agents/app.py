@@ -20,7 +20,7 @@ from faust.exceptions import SameNode
 
 from agents import fastpath
 from agents.metrics import Metrics
-from agents.pipeline import Pipeline, spend_key
+from agents.pipeline import Pipeline, kafka_partition, spend_key
 from agents.settings import bootstrap_servers, broker_url
 from agents.snapshot import KpiReader
 from state.config import Config, ConfigError
@@ -152,10 +152,13 @@ def create_app(
         is_ready = (
             app.rebalancing is False and not pipeline.recovering and bool(pipeline.partitions)
         )
+        owned, recovering = sorted(pipeline.partitions), sorted(pipeline.recovering)
         body = {
             "ready": is_ready,
-            "partitions": sorted(pipeline.partitions),
-            "recovering": sorted(pipeline.recovering),
+            "partitions": [p for p in owned if p >= 0],  # user partitions
+            "spend_partitions": [kafka_partition(p) for p in owned if p < 0],
+            "recovering": [p for p in recovering if p >= 0],
+            "spend_recovering": [kafka_partition(p) for p in recovering if p < 0],
         }
         return web.json(body, status=200 if is_ready else 503)
 

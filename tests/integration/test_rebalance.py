@@ -5,7 +5,7 @@ revokes all of them at every rebalance)."""
 import asyncio
 
 import pytest
-from cluster import Cluster, same_numbers
+from cluster import SPEND_PARTITIONS, Cluster, same_numbers
 
 from streams.generator import GeneratorSpec
 
@@ -40,14 +40,18 @@ async def test_a_joining_worker_makes_the_first_reload_nothing_it_keeps(cluster)
     await cluster.produce(GeneratorSpec(seed=41, days=3, new_users_per_day=60))
     await cluster.wait_consumed()
     await wait_owned(cluster, "w1", 4)
-    assert loads(cluster, "w1") == 4
+    everything = 4 + SPEND_PARTITIONS  # user partitions and spend partitions
+    assert loads(cluster, "w1") == everything
     cluster.start("w2")
     await cluster.wait_ready(["w1", "w2"])
     await wait_owned(cluster, "w1", 2)
-    assert loads(cluster, "w1") == 4  # it kept its 2 remaining partitions as they were
+    assert loads(cluster, "w1") == everything  # it kept what remained as it was
+    kept = cluster.get("w1", "/ready")
+    kept_n = len(kept["partitions"]) + len(kept["spend_partitions"])
     assert cluster.stop("w2") == 0
     await wait_owned(cluster, "w1", 4)
-    assert loads(cluster, "w1") == 6  # only the 2 partitions it got back were read
+    # Only the partitions it got back were read.
+    assert loads(cluster, "w1") == everything + (everything - kept_n)
     await cluster.produce(GeneratorSpec(seed=42, days=2, start="2026-11-03", new_users_per_day=60))
     live = await cluster.wait_consumed()
     assert same_numbers(live, cluster.replay()) == {}
