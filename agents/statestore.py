@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from state.codec import decode_day, decode_user, encode_day, encode_user
-from state.compat import check_compatible, fingerprint, funnels_since
+from state.compat import check_compatible, fingerprint, funnels_since, retired_funnels
 from state.config import Config
 from state.fold import Fold
 
@@ -154,6 +154,7 @@ class PartitionStore:
             fold.restore_horizon()
         today = clock.day(max(fold.watermarks.values())) if fold.watermarks else None
         fold.partials.funnel_since = funnels_since(stored_config, self.config, today)
+        fold.partials.retired_funnels = retired_funnels(stored_config, self.config)
         return offsets
 
     def collect(self, fold: Fold, offsets: dict[str, int], out: Outgoing) -> None:
@@ -180,7 +181,8 @@ class PartitionStore:
         since = fold.partials.funnel_since
         meta = {
             "v": META_VERSION, "offsets": offsets, "watermarks": watermarks,
-            "counters": counters, "config": fingerprint(self.config, since),
+            "counters": counters,
+            "config": fingerprint(self.config, since, fold.partials.retired_funnels),
         }  # fmt: skip
         if fold.spend_ids:
             meta["spend_ids"] = fold.spend_ids

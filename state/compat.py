@@ -24,9 +24,14 @@ REBUILD_HINT = (
 )
 
 
-def fingerprint(config: Config, funnel_since: dict[str, int]) -> dict[str, Any]:
-    """The state-shaping part of `config`, as stored in each partition's meta record."""
+def fingerprint(
+    config: Config, funnel_since: dict[str, int], retired: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The state-shaping part of `config`, as stored in each partition's meta record.
+    `retired`: funnels removed from the config (name -> steps and window), remembered
+    because user records not rewritten since still hold their steps by name."""
     return {
+        "retired": retired or {},
         "timezone": config.timezone,
         "inactive_types": sorted(config.inactive_types),
         "allowed_lateness_ms": config.allowed_lateness_ms,
@@ -59,7 +64,7 @@ def check_compatible(stored: dict[str, Any], config: Config, app_id: str) -> Non
             f"allowed_lateness grew from {stored['allowed_lateness_ms']} ms to "
             f"{now['allowed_lateness_ms']} ms (state was compacted with the shorter bound)"
         )
-    before = {f["name"]: f for f in stored["funnels"]}
+    before = {**stored.get("retired", {}), **{f["name"]: f for f in stored["funnels"]}}
     for f in now["funnels"]:
         old = before.get(f["name"])
         if old and (old["steps"], old["window_ms"]) != (f["steps"], f["window_ms"]):
@@ -72,6 +77,18 @@ def check_compatible(stored: dict[str, Any], config: Config, app_id: str) -> Non
             f"the state of app_id {app_id!r} was written with another configuration: "
             f"{problems[0]}; {REBUILD_HINT}"
         )
+
+
+def retired_funnels(stored: dict[str, Any] | None, config: Config) -> dict[str, Any]:
+    """Funnels the stored state knew that the config no longer has (kept for good)."""
+    if not stored:
+        return {}
+    current = {f.name for f in config.funnels}
+    retired = {k: v for k, v in stored.get("retired", {}).items() if k not in current}
+    for f in stored["funnels"]:
+        if f["name"] not in current:
+            retired[f["name"]] = {"steps": f["steps"], "window_ms": f["window_ms"]}
+    return retired
 
 
 def funnels_since(

@@ -47,6 +47,8 @@ class Partials:
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     # Funnels added to a running state count in full from this day on (by name).
     funnel_since: dict[str, int] = field(default_factory=dict)
+    # Funnels removed from the config, by name (steps, window): never reused otherwise.
+    retired_funnels: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     dirty_days: set[int] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -113,3 +113,16 @@ def test_compatible_changes_are_accepted():
         restored(Config.from_mapping(change), state)  # no error
     meta = orjson.loads(state[META_KEY])
     assert meta["v"] == 2 and meta["config"]["timezone"] == "UTC"
+
+
+def test_a_removed_funnel_cannot_come_back_with_other_steps():
+    config = Config(funnels=(PURCHASE, QUICK))
+    store, _, _ = restored(config, {})
+    state = committed(store, folded(config), {"clicks": 3})
+    without_quick = Config(funnels=(PURCHASE,))
+    store, fold, _ = restored(without_quick, state)  # removing it is fine...
+    state |= committed(store, fold, {"clicks": 3})
+    other_quick = FunnelSpec("quick", ("page_view", "checkout"), 3_600_000)
+    with pytest.raises(ConfigError, match="funnel 'quick' changed its steps or window"):
+        restored(Config(funnels=(PURCHASE, other_quick)), state)  # ...reusing its name is not
+    restored(Config(funnels=(PURCHASE, QUICK)), state)  # the same definition may return
