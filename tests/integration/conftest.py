@@ -55,3 +55,13 @@ def topic_name(request):
     """A topic name no other test (or earlier run on the same broker) has used."""
     test = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80].strip("-")
     return f"it-{test}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def cluster(kafka_bootstrap, tmp_path):
+    """A small opspulse cluster (tests/integration/cluster.py); workers stopped after."""
+    from cluster import Cluster
+
+    c = Cluster(kafka_bootstrap, tmp_path)
+    yield c
+    c.stop_all()

@@ -5,7 +5,7 @@ with exit 2 and one line saying what to do."""
 import asyncio
 
 import pytest
-from cluster import Cluster, same_numbers
+from cluster import same_numbers
 
 from agents.settings import load_config
 from streams.generator import GeneratorSpec
@@ -23,13 +23,6 @@ name = "browse"
 steps = ["page_view", "add_to_cart"]
 window = "1h"
 """
-
-
-@pytest.fixture
-def cluster(kafka_bootstrap, tmp_path):
-    c = Cluster(kafka_bootstrap, tmp_path)
-    yield c
-    c.stop_all()
 
 
 async def test_adding_a_funnel_needs_no_reset_and_counts_from_the_next_day(cluster):

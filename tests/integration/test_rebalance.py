@@ -5,18 +5,11 @@ revokes all of them at every rebalance)."""
 import asyncio
 
 import pytest
-from cluster import SPEND_PARTITIONS, Cluster, same_numbers
+from cluster import SPEND_PARTITIONS, same_numbers
 
 from streams.generator import GeneratorSpec
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(kafka_bootstrap, tmp_path):
-    c = Cluster(kafka_bootstrap, tmp_path)
-    yield c
-    c.stop_all()
 
 
 def loads(cluster, name):

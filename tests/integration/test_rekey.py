@@ -4,20 +4,13 @@
 import random
 
 import pytest
-from cluster import Cluster, same_numbers
+from cluster import same_numbers
 
 from streams.generator import GeneratorSpec
 
 pytestmark = pytest.mark.slow
 
 SPEC = GeneratorSpec(seed=5, days=4, new_users_per_day=50, duplicate_rate=0.02, invalid_rate=0.003)
-
-
-@pytest.fixture
-def cluster(kafka_bootstrap, tmp_path):
-    c = Cluster(kafka_bootstrap, tmp_path)
-    yield c
-    c.stop_all()
 
 
 async def test_random_keys_and_no_keys_give_the_replays_numbers(cluster):

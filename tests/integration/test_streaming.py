@@ -5,7 +5,7 @@ import asyncio
 import random
 
 import pytest
-from cluster import Cluster, same_numbers
+from cluster import same_numbers
 
 from streams.events import REASONS
 from streams.generator import GeneratorSpec
@@ -14,13 +14,6 @@ pytestmark = pytest.mark.slow
 
 KILLS = 5
 SPEC = GeneratorSpec(seed=21, days=5, new_users_per_day=60, duplicate_rate=0.02, invalid_rate=0.003)
-
-
-@pytest.fixture
-def cluster(kafka_bootstrap, tmp_path):
-    c = Cluster(kafka_bootstrap, tmp_path)
-    yield c
-    c.stop_all()
 
 
 async def test_one_worker_snapshot_equals_replay(cluster):
