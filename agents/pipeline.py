@@ -247,12 +247,7 @@ class Pipeline:
             record_of[id(event)] = record
         for source, valid in by_source.items():
             for event in fold.apply_batch(valid, (source, partition)):
-                record = record_of[id(event)]
-                detail = "older than its topic-partition watermark minus allowed_lateness"
-                self._dead_letter(
-                    runtime, topic, partition, record.offset, record.key, record.value, "late",
-                    detail,
-                )  # fmt: skip
+                self._dead_letter_late(runtime, topic, partition, record_of[id(event)])
         if records[-1].offset > applied:
             runtime.offsets[topic] = records[-1].offset
             runtime.dirty = True
@@ -286,17 +281,21 @@ class Pipeline:
                 valid.append(event)
                 record_of[id(event)] = record
         for event in runtime.fold.apply_spend(valid, (topic, partition)):
-            record = record_of[id(event)]
-            detail = "older than its topic-partition watermark minus allowed_lateness"
-            self._dead_letter(
-                runtime, topic, partition, record.offset, record.key, record.value, "late", detail
-            )
+            self._dead_letter_late(runtime, topic, partition, record_of[id(event)])
         if new:
             runtime.offsets[topic] = new[-1].offset
             runtime.dirty = True
             if self.metrics is not None:
                 last = valid[-1].ts if valid else None
                 self.metrics.observe_batch(topic, len(new), time.perf_counter() - started, last)
+
+    def _dead_letter_late(
+        self, runtime: PartitionRuntime, topic: str, partition: int, record: Any
+    ) -> None:
+        detail = "older than its topic-partition watermark minus allowed_lateness"
+        self._dead_letter(
+            runtime, topic, partition, record.offset, record.key, record.value, "late", detail
+        )
 
     def _forward(self, runtime: PartitionRuntime, topic: str, user_id: str, raw: bytes) -> None:
         """Move an event to its user's partition, in this partition's transaction."""

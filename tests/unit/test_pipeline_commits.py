@@ -268,3 +268,15 @@ async def test_spend_is_deduplicated_dead_lettered_and_committed_under_its_own_k
     assert offsets == {"spend": 3}
     letters = [r for r in records if r[0] == "opspulse.dlq"]
     assert [dict(r[4])["opspulse.reason"] for r in letters] == [b"bad_value"]
+
+
+async def test_a_late_event_is_dead_lettered_with_reason_late():
+    store = FakeStore()
+    pipeline = pipeline_with(store)
+    day = 86_400_000
+    now, old = event(5 * day), event(0)  # 5 days older than the watermark: late
+    await pipeline.handle_batch("clicks", 0, [Record(0, b"u1", now), Record(1, b"u1", old)])
+    await pipeline.commit_partition(0)
+    records, _ = store.transactions[0]
+    letters = [r for r in records if r[0] == "opspulse.dlq"]
+    assert [(r[3], dict(r[4])["opspulse.reason"]) for r in letters] == [(old, b"late")]
