@@ -223,12 +223,16 @@ class Cluster:
         return await snapshot_report(self.bootstrap, self.config)
 
     async def wait_consumed(self, timeout: float = 120) -> dict:
-        """The snapshot once every produced message is counted (or fail with the last one)."""
+        """The snapshot once every produced message is counted and two reads in a row
+        agree (or fail with the last one): a transaction's commit markers reach the KPI
+        topic's partitions one after another, so one read can catch half of one."""
         deadline = time.monotonic() + timeout
-        report = await self.snapshot()
-        while report["events"]["consumed"] < self.produced and time.monotonic() < deadline:
-            await asyncio.sleep(1)
-            report = await self.snapshot()
+        report, previous = await self.snapshot(), None
+        while (
+            report["events"]["consumed"] < self.produced or report != previous
+        ) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5 if report["events"]["consumed"] >= self.produced else 1)
+            previous, report = report, await self.snapshot()
         assert report["events"]["consumed"] == self.produced, (report["events"], self.produced)
         return report
 
