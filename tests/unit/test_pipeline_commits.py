@@ -280,3 +280,19 @@ async def test_a_late_event_is_dead_lettered_with_reason_late():
     records, _ = store.transactions[0]
     letters = [r for r in records if r[0] == "opspulse.dlq"]
     assert [(r[3], dict(r[4])["opspulse.reason"]) for r in letters] == [(old, b"late")]
+
+
+async def test_overflow_of_the_per_user_bounds_is_exported():
+    from agents.metrics import Metrics
+    from state.config import Limits
+
+    config = Config(limits=Limits(dedup_ids_per_user=2, funnel_steps_per_user=3))
+    pipeline = Pipeline(config, "unused:9092", "test")
+    pipeline.partitions[0] = PartitionRuntime(FakeStore(), Fold(config, pipeline._sources(0)), {})
+    pipeline.metrics = metrics = Metrics(config)
+    metrics.attach(pipeline, app=None)
+    await pipeline.handle_batch("clicks", 0, [Record(o, b"u1", event(o)) for o in range(10)])
+    scraped = scrape(metrics)
+    assert scraped[("opspulse_state_overflow_total", (("kind", "dedup_ids"),))] == 8
+    assert scraped[("opspulse_state_overflow_total", (("kind", "funnel_steps"),))] == 7
+    assert all("user" not in dict(labels) for _, labels in scraped)
