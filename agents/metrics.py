@@ -17,7 +17,6 @@ from prometheus_client.registry import Collector
 
 from state.config import Config
 from state.partials import DAU, GMV_CENTS, NEW_USERS, PAYING_USERS
-from state.user import OVERFLOW_KINDS
 
 
 class Metrics:
@@ -38,6 +37,11 @@ class Metrics:
             "opspulse_rekeyed_events_total",
             "Input messages not keyed to their user's partition, moved there through <app_id>.repartition",
             ["topic"], registry=self.registry,
+        )  # fmt: skip
+        self.overflow = Counter(
+            "opspulse_state_overflow_total",
+            "Events over a per-user bound ([limits]): ids forgotten, funnel steps not kept",
+            ["kind"], registry=self.registry,
         )  # fmt: skip
         self.late = Counter(
             "opspulse_late_events_total", "Events older than the watermark minus allowed lateness",
@@ -72,6 +76,14 @@ class Metrics:
         self.processing_seconds.observe(seconds / n)
         if last_event_ts_ms is not None:
             self.latency_seconds.observe(max(0.0, time.time() - last_event_ts_ms / 1000))
+
+    def observe_overflow(self, overflow: dict[str, int], seen: dict[str, int]) -> None:
+        """Count what a partition's bounds dropped since `seen` (updated in place): a
+        counter that never goes down when partitions move between workers."""
+        for kind, n in overflow.items():
+            if n != seen.get(kind, 0):
+                self.overflow.labels(kind).inc(n - seen.get(kind, 0))
+                seen[kind] = n
 
     def observe_rekeyed(self, topic: str, n: int) -> None:
         self.rekeyed.labels(topic).inc(n)
@@ -112,16 +124,6 @@ class _StateCollector(Collector):
         recovering.add_metric(["active"], len(pipeline.partitions))
         recovering.add_metric(["recovering"], len(pipeline.recovering))
         yield recovering
-        overflow = CounterMetricFamily(
-            "opspulse_state_overflow",
-            "Events over a per-user bound ([limits]) since this worker loaded its partitions",
-            labels=["kind"],
-        )
-        for kind in OVERFLOW_KINDS:
-            overflow.add_metric(
-                [kind], sum(r.fold.ctx.overflow[kind] for r in pipeline.partitions.values())
-            )
-        yield overflow
         yield CounterMetricFamily(
             "opspulse_partition_loads",
             "Partitions whose state this worker read from the state topic (rebalances keep "

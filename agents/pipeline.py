@@ -42,6 +42,7 @@ class PartitionRuntime:
     failed: BaseException | None = None
     # Event counters as of the last successful commit (what /metrics reports).
     committed_counters: dict[str, int] = field(default_factory=dict)
+    overflow_seen: dict[str, int] = field(default_factory=dict)  # exported so far
 
 
 class CommitFailed(RuntimeError):
@@ -252,6 +253,7 @@ class Pipeline:
             runtime.offsets[topic] = records[-1].offset
             runtime.dirty = True
         if self.metrics is not None:
+            self.metrics.observe_overflow(fold.ctx.overflow, runtime.overflow_seen)
             if forwarded:
                 self.metrics.observe_rekeyed(topic, forwarded)
             new = sum(1 for record in records if record.offset > applied)
