@@ -349,7 +349,10 @@ class Pipeline:
             runtime.store.collect(runtime.fold, offsets, out)
             try:
                 await runtime.store.commit(out, offsets)
-            except BaseException as exc:
+            except asyncio.CancelledError as exc:  # stopped mid-transaction: same rule
+                runtime.failed = exc
+                raise
+            except Exception as exc:
                 runtime.failed = exc
                 raise CommitFailed(
                     f"partition {partition}: state transaction failed: {exc!r}"

@@ -296,3 +296,22 @@ async def test_overflow_of_the_per_user_bounds_is_exported():
     assert scraped[("opspulse_state_overflow_total", (("kind", "dedup_ids"),))] == 8
     assert scraped[("opspulse_state_overflow_total", (("kind", "funnel_steps"),))] == 7
     assert all("user" not in dict(labels) for _, labels in scraped)
+
+
+async def test_a_commit_cancelled_mid_transaction_is_never_followed_by_another():
+    class HangingStore(FakeStore):
+        async def commit(self, out, offsets):
+            await asyncio.sleep(3600)
+
+    store = HangingStore()
+    pipeline = pipeline_with(store)
+    await pipeline.handle_batch("clicks", 0, [Record(0, b"u1", event(0))])
+    task = asyncio.ensure_future(pipeline.commit_partition(0))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # the cancellation itself propagates
+    await pipeline.handle_batch("clicks", 0, [Record(1, b"u2", event(1, user="u2"))])
+    with pytest.raises(CommitFailed):
+        await pipeline.stop()
+    assert store.transactions == []
