@@ -217,10 +217,11 @@ class Pipeline:
         # the topic they were first sent to (a backlog of orders stays an orders backlog).
         by_source: dict[str, list[tuple[str, Any]]] = {}
         record_of: dict[int, Any] = {}
-        forwarded = 0
+        forwarded = new = 0
         for record in records:
             if record.offset <= applied:
                 continue  # already in the committed state (redelivered after a restart)
+            new += 1
             raw = record.value or b""
             event = parse_event(raw, max_bytes=max_bytes)
             if isinstance(event, Invalid):
@@ -256,7 +257,6 @@ class Pipeline:
             self.metrics.observe_overflow(fold.ctx.overflow, runtime.overflow_seen)
             if forwarded:
                 self.metrics.observe_rekeyed(topic, forwarded)
-            new = sum(1 for record in records if record.offset > applied)
             if new:
                 last = max((v[-1][1].ts for v in by_source.values()), default=None)
                 self.metrics.observe_batch(topic, new, time.perf_counter() - started, last)
