@@ -69,15 +69,6 @@ class PartitionedFold:
     def users(self) -> Mapping[str, UserState]:
         return _Users(self)
 
-    @property
-    def overflow(self) -> dict[str, int]:
-        """What the per-user count bounds dropped, summed over partitions."""
-        total: dict[str, int] = {}
-        for fold in self.folds:
-            for kind, n in fold.ctx.overflow.items():
-                total[kind] = total.get(kind, 0) + n
-        return total
-
 
 class _Users(Mapping[str, UserState]):
     """All partitions' users as one read-only mapping."""
