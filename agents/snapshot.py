@@ -93,6 +93,7 @@ def partials_from_records(latest: dict[bytes, bytes], config: Config) -> Partial
         if key.endswith(b"/events"):
             partials.counters.update(record["counters"])
             partials.funnel_since.update(record.get("funnel_since", {}))
+            partials.breakdown_since.update(record.get("breakdown_since", {}))
         else:
             partials.set_day_record(decode_day(record, names))
     merged = Partials(funnel_steps=steps)

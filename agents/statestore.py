@@ -26,7 +26,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from state.codec import decode_day, decode_user, encode_day, encode_user
-from state.compat import check_compatible, fingerprint, funnels_since, retired_funnels
+from state.compat import (
+    breakdowns_since,
+    check_compatible,
+    fingerprint,
+    funnels_since,
+    retired_funnels,
+)
 from state.config import Config
 from state.fold import Fold
 
@@ -149,12 +155,15 @@ class PartitionStore:
             offsets = meta["offsets"]
             fold.spend_ids = dict(meta.get("spend_ids", {}))
             fold.partials.counters.update(meta["counters"])
+            if fold.ctx.breakdowns is not None:
+                fold.ctx.breakdowns.restore(meta.get("breakdown_values", {}))
             for topic, mark in meta["watermarks"].items():
                 fold.watermarks[(topic, self.partition)] = mark
             fold.restore_horizon()
         today = clock.day(max(fold.watermarks.values())) if fold.watermarks else None
         fold.partials.funnel_since = funnels_since(stored_config, self.config, today)
         fold.partials.retired_funnels = retired_funnels(stored_config, self.config)
+        fold.partials.breakdown_since = breakdowns_since(stored_config, self.config, today)
         return offsets
 
     def collect(self, fold: Fold, offsets: dict[str, int], out: Outgoing) -> None:
@@ -178,16 +187,22 @@ class PartitionStore:
             out.add(topic, record.key.encode(), orjson.dumps(record.value))
         watermarks = {topic: mark for (topic, _), mark in fold.watermarks.items()}
         counters = dict(fold.partials.counters)
-        since = fold.partials.funnel_since
+        partials = fold.partials
+        since, bd_since = partials.funnel_since, partials.breakdown_since
         meta = {
             "v": META_VERSION, "offsets": offsets, "watermarks": watermarks,
             "counters": counters,
-            "config": fingerprint(self.config, since, fold.partials.retired_funnels),
+            "config": fingerprint(self.config, since, partials.retired_funnels, bd_since),
         }  # fmt: skip
         if fold.spend_ids:
             meta["spend_ids"] = fold.spend_ids
+        if fold.ctx.breakdowns is not None:
+            meta["breakdown_values"] = fold.ctx.breakdowns.to_json()
         out.add(state, META_KEY, orjson.dumps(meta), partition=p)
-        events = {"partition": self.label, "counters": counters, "funnel_since": since}
+        events = {
+            "partition": self.label, "counters": counters, "funnel_since": since,
+            "breakdown_since": bd_since,
+        }  # fmt: skip
         out.add(kpi, kpi_key(self.label, "events"), orjson.dumps(events))
 
     async def commit(self, out: Outgoing, offsets: dict[str, int]) -> None:

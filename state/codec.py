@@ -17,11 +17,12 @@ from typing import Any
 
 import orjson
 
+from state.breakdowns import decode_ledger, encode_ledger
 from state.clock import DayClock
 from state.user import UserState
 
-USER_VERSION = 3
-DAY_VERSION = 2
+USER_VERSION = 4  # v4: + breakdown ledger
+DAY_VERSION = 3  # v3: + breakdowns
 
 
 def _base_ts(user: UserState) -> int:
@@ -63,6 +64,7 @@ def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
             }
             if user.funnel_levels
             else {},
+            encode_ledger(user.ledger, funnel_names),
         ]
     )
 
@@ -77,8 +79,11 @@ def decode_user(
     `written_funnels`: the funnel names, in order, of the config that wrote a v2 record."""
     row: list[Any] = orjson.loads(data)
     version = row[0]
-    if version == USER_VERSION:
+    ledger = None  # unknown before v4
+    if version in (3, USER_VERSION):
         steps_by_name, levels_by_name = row[17], row[18]
+        if version == USER_VERSION:
+            ledger = decode_ledger(row[19], funnel_names)
     elif version == 2:
         names = _positional_names(len(row[17]), funnel_names, written_funnels)
         steps_by_name = dict(zip(names, row[17], strict=True))
@@ -114,23 +119,33 @@ def decode_user(
         ]
         if has_funnels
         else [],
+        ledger=ledger,
     )
 
 
 def encode_day(record: dict[str, Any], funnel_names: Sequence[str]) -> dict[str, Any]:
-    """A `Partials.day_record` as stored (v2): funnel rows by name."""
+    """A `Partials.day_record` as stored (v3): funnel rows by name, breakdown values
+    as {dimension: {value: their fields, retention and funnel rows}}."""
+    breakdowns: dict[str, dict[str, Any]] = {}
+    for (dim, value), sub in record.get("breakdowns", {}).items():
+        breakdowns.setdefault(dim, {})[value] = {
+            "fields": sub["fields"],
+            "retention": sub["retention"],
+            "funnels": _funnels_by_name(sub["funnels"], funnel_names),
+        }
     return {
         "v": DAY_VERSION,
         "day": record["day"],
         "fields": record["fields"],
         "retention": record["retention"],
-        "funnels": {
-            name: row
-            for name, row in zip(funnel_names, record["funnels"], strict=True)
-            if row is not None
-        },
+        "funnels": _funnels_by_name(record["funnels"], funnel_names),
         "spend": record.get("spend", {}),
+        "breakdowns": breakdowns,
     }
+
+
+def _funnels_by_name(rows: Sequence[Any], funnel_names: Sequence[str]) -> dict[str, Any]:
+    return {name: row for name, row in zip(funnel_names, rows, strict=True) if row is not None}
 
 
 def decode_day(
@@ -140,19 +155,30 @@ def decode_day(
 ) -> dict[str, Any]:
     """A stored day record (v1 or v2) as a `Partials.day_record` of the current funnels."""
     version = stored.get("v", 1)
-    if version == DAY_VERSION:
+    if version in (2, DAY_VERSION):
         by_name = stored["funnels"]
     elif version == 1:
         names = _positional_names(len(stored["funnels"]), funnel_names, written_funnels)
         by_name = dict(zip(names, stored["funnels"], strict=True))
     else:
         raise ValueError(f"day record version {version} is not supported (1..{DAY_VERSION})")
+    day = stored["day"]
     return {
-        "day": stored["day"],
+        "day": day,
         "fields": stored["fields"],
         "retention": stored["retention"],
         "funnels": [by_name.get(name) for name in funnel_names],
         "spend": stored.get("spend", {}),
+        "breakdowns": {
+            (dim, value): {
+                "day": day,
+                "fields": sub["fields"],
+                "retention": sub["retention"],
+                "funnels": [sub["funnels"].get(name) for name in funnel_names],
+            }
+            for dim, values in stored.get("breakdowns", {}).items()
+            for value, sub in values.items()
+        },
     }
 
 

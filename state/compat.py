@@ -2,14 +2,17 @@
 
 The meta record of each partition stores the fingerprint of the configuration
 that wrote its state. On load the current configuration is compared with it:
-- compatible: adding a funnel (it counts from the day after the partition's
-  watermark on, `since`), removing or reordering funnels (data is stored by
-  name), shortening `allowed_lateness`, and everything not listed below;
+- compatible: adding a funnel or a breakdown dimension (it counts from the day
+  after the partition's watermark on, `since`), removing or reordering funnels
+  (data is stored by name) or dimensions, shortening `allowed_lateness`, and
+  everything not listed below;
 - incompatible (the worker stops, exit 2, one line saying what to do):
   another `timezone` (days are local day numbers), other `inactive_types`
   (what counts as activity), a longer `allowed_lateness` (state was already
   compacted with the shorter bound), another partition count (users would
-  move), or an existing funnel's steps or window changed (give it a new name).
+  move), an existing funnel's steps or window changed (give it a new name), or
+  a kept breakdown dimension's allow-list or `max_values` changed (users'
+  values would move without their history).
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ REBUILD_HINT = (
 
 
 def fingerprint(
-    config: Config, funnel_since: dict[str, int], retired: dict[str, Any] | None = None
+    config: Config,
+    funnel_since: dict[str, int],
+    retired: dict[str, Any] | None = None,
+    breakdown_since: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The state-shaping part of `config`, as stored in each partition's meta record.
     `retired`: funnels removed from the config (name -> steps and window), remembered
@@ -45,6 +51,17 @@ def fingerprint(
             }
             for f in config.funnels
         ],
+        "breakdowns": {
+            "max_values": config.breakdowns.max_values,
+            "dimensions": [
+                {
+                    "name": dim,
+                    "allow": sorted(allow) if (allow := config.breakdowns.allow.get(dim)) else None,
+                    "since": (breakdown_since or {}).get(dim),
+                }
+                for dim in config.breakdowns.dimensions
+            ],
+        },
     }
 
 
@@ -72,6 +89,22 @@ def check_compatible(stored: dict[str, Any], config: Config, app_id: str) -> Non
                 f"funnel {f['name']!r} changed its steps or window (give it a new name to "
                 "start counting it afresh)"
             )
+    stored_bd = stored.get("breakdowns")
+    if stored_bd is not None:
+        old_dims = {d["name"]: d for d in stored_bd["dimensions"]}
+        for d in now["breakdowns"]["dimensions"]:
+            old = old_dims.get(d["name"])
+            if old is None:
+                continue
+            if old["allow"] != d["allow"]:
+                problems.append(
+                    f"the allow-list of breakdown {d['name']!r} changed (users' values would move)"
+                )
+            elif d["allow"] is None and stored_bd["max_values"] != now["breakdowns"]["max_values"]:
+                problems.append(
+                    f"breakdowns.max_values changed from {stored_bd['max_values']} to "
+                    f"{now['breakdowns']['max_values']} (users' values would move)"
+                )
     if problems:
         raise ConfigError(
             f"the state of app_id {app_id!r} was written with another configuration: "
@@ -98,12 +131,31 @@ def funnels_since(
     for a funnel new to this state, the day after `today` (the partition's watermark
     day), or nothing when the partition has no data yet (it counts from the start)."""
     known = {f["name"]: f.get("since") for f in stored["funnels"]} if stored else None
+    return _since(known, [f.name for f in config.funnels], today)
+
+
+def breakdowns_since(
+    stored: dict[str, Any] | None, config: Config, today: int | None
+) -> dict[str, int]:
+    """Per breakdown dimension, the first day it counts in full (as `funnels_since`;
+    state written before breakdowns existed has none of them)."""
+    known = None
+    if stored and "breakdowns" in stored:
+        known = {d["name"]: d.get("since") for d in stored["breakdowns"]["dimensions"]}
+    elif today is not None:
+        known = {}  # state with data, written before breakdowns: each starts now
+    return _since(known, list(config.breakdowns.dimensions), today)
+
+
+def _since(
+    known: dict[str, int | None] | None, names: list[str], today: int | None
+) -> dict[str, int]:
     since: dict[str, int] = {}
-    for f in config.funnels:
-        if known is None or f.name in known:
-            day = known.get(f.name) if known else None
+    for name in names:
+        if known is None or name in known:
+            day = known.get(name) if known else None
         else:
             day = None if today is None else today + 1
         if day is not None:
-            since[f.name] = day
+            since[name] = day
     return since

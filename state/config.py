@@ -76,6 +76,22 @@ class Limits:
     funnel_steps_per_user: int = 256  # step events kept per funnel inside the window
 
 
+BREAKDOWN_DIMENSIONS = ("channel", "device", "region")
+
+
+@dataclass(frozen=True)
+class BreakdownSpec:
+    """Which acquisition attributes the user KPIs are broken down by, and the bound on
+    their values per partition (or an exact allow-list per dimension)."""
+
+    dimensions: tuple[str, ...] = BREAKDOWN_DIMENSIONS
+    max_values: int = 50
+    allow: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.dimensions, self.max_values, tuple(sorted(self.allow))))
+
+
 DEFAULT_FUNNELS = (
     FunnelSpec("purchase", ("page_view", "add_to_cart", "checkout", "order_paid"), DAY_MS),
 )
@@ -93,6 +109,7 @@ class Config:
     topics: Topics = field(default_factory=Topics)
     thresholds: Thresholds = field(default_factory=Thresholds)
     limits: Limits = field(default_factory=Limits)
+    breakdowns: BreakdownSpec = field(default_factory=BreakdownSpec)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
@@ -100,6 +117,7 @@ class Config:
         known = {
             "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
             "max_message_bytes", "commit_interval", "topics", "thresholds", "limits",
+            "breakdowns",
         }  # fmt: skip
         for key in data:
             if key not in known:
@@ -140,6 +158,8 @@ class Config:
             kwargs["thresholds"] = _thresholds(data["thresholds"])
         if "limits" in data:
             kwargs["limits"] = _limits(data["limits"])
+        if "breakdowns" in data:
+            kwargs["breakdowns"] = _breakdowns(data["breakdowns"])
         return cls(**kwargs)
 
 
@@ -242,3 +262,36 @@ def _limits(value: Any) -> Limits:
             raise ConfigError(f"limits.{k}: unknown key (known: {', '.join(sorted(known))})")
         kwargs[k] = _positive_int(v, f"limits.{k}")
     return Limits(**kwargs)
+
+
+def _breakdowns(value: Any) -> BreakdownSpec:
+    """`[breakdowns]`: dimensions = [...], max_values = n, and per dimension an
+    optional allow-list (`channel = ["ads", "organic"]`)."""
+    if not isinstance(value, dict):
+        raise ConfigError("breakdowns: expected a table")
+    kwargs: dict[str, Any] = {}
+    allow: dict[str, frozenset[str]] = {}
+    for k, v in value.items():
+        key = f"breakdowns.{k}"
+        if k == "dimensions":
+            dims = _string_list(v, key)
+            unknown = [d for d in dims if d not in BREAKDOWN_DIMENSIONS]
+            if unknown or len(set(dims)) != len(dims):
+                raise ConfigError(
+                    f"{key}: expected distinct names among {', '.join(BREAKDOWN_DIMENSIONS)}, "
+                    f"got {dims!r}"
+                )
+            kwargs["dimensions"] = tuple(dims)
+        elif k == "max_values":
+            kwargs["max_values"] = _positive_int(v, key)
+        elif k in BREAKDOWN_DIMENSIONS:
+            values = _string_list(v, key)
+            if any(len(x) > 64 for x in values):
+                raise ConfigError(f"{key}: values are at most 64 characters")
+            allow[k] = frozenset(values)
+        else:
+            raise ConfigError(
+                f"{key}: unknown key (known: dimensions, max_values, "
+                f"{', '.join(BREAKDOWN_DIMENSIONS)})"
+            )
+    return BreakdownSpec(allow=allow, **kwargs)

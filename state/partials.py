@@ -21,12 +21,13 @@ DAY_FIELDS = (
 RETENTION_DAYS = 91  # n = 0..90
 
 # Effect kinds: (DAY_EFFECT, day, field, delta), (RETENTION_EFFECT, cohort, n, delta),
-# (FUNNEL_EFFECT, funnel index, day, old level, new level).
-DAY_EFFECT, RETENTION_EFFECT, FUNNEL_EFFECT = 0, 1, 2
+# (FUNNEL_EFFECT, funnel index, day, old level, new level),
+# (BREAKDOWN_EFFECT, ((dimension, value), ...), effects of the other kinds).
+DAY_EFFECT, RETENTION_EFFECT, FUNNEL_EFFECT, BREAKDOWN_EFFECT = 0, 1, 2, 3
 
 COUNTERS = ("consumed", "valid", "duplicates", "invalid", "late")
 
-Effect = tuple[int, ...]
+Effect = tuple[Any, ...]
 _ZERO_DAY = (0,) * len(DAY_FIELDS)
 
 
@@ -49,6 +50,10 @@ class Partials:
     funnel_since: dict[str, int] = field(default_factory=dict)
     # Funnels removed from the config, by name (steps, window): never reused otherwise.
     retired_funnels: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The same tables per breakdown value (state/breakdowns.py): (dimension, value) -> Partials.
+    breakdowns: dict[tuple[str, str], Partials] = field(default_factory=dict)
+    # Breakdown dimensions added to a running state count in full from this day on.
+    breakdown_since: dict[str, int] = field(default_factory=dict)
     dirty_days: set[int] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +65,10 @@ class Partials:
         dirty = self.dirty_days
         for effect in effects:
             kind = effect[0]
+            if kind == BREAKDOWN_EFFECT:
+                for pair in effect[1]:
+                    self.breakdown(pair).add(effect[2])
+                continue
             dirty.add(effect[1] if kind != FUNNEL_EFFECT else effect[2])
             if kind == DAY_EFFECT:
                 _, day, index, delta = effect
@@ -85,6 +94,14 @@ class Partials:
                     for k in range(new, old):
                         counts[k] -= 1
 
+    def breakdown(self, pair: tuple[str, str]) -> Partials:
+        """The partials of one breakdown value (created empty; shares the dirty days)."""
+        sub = self.breakdowns.get(pair)
+        if sub is None:
+            sub = self.breakdowns[pair] = Partials(funnel_steps=self.funnel_steps)
+            sub.dirty_days = self.dirty_days
+        return sub
+
     def day_row(self, day: int) -> list[int] | tuple[int, ...]:
         """The day's aggregate fields (zeros for a day without any)."""
         return self.days.get(day, _ZERO_DAY)
@@ -105,8 +122,15 @@ class Partials:
             self.spend[key] = self.spend.get(key, 0) + cents
         for name, n in other.counters.items():
             self.counters[name] = self.counters.get(name, 0) + n
-        for name, day in other.funnel_since.items():  # complete once every partition is
-            self.funnel_since[name] = max(day, self.funnel_since.get(name, day))
+        for pair, sub in other.breakdowns.items():
+            self.breakdown(pair).merge(sub)
+        # Complete once every partition is.
+        for since, other_since in (
+            (self.funnel_since, other.funnel_since),
+            (self.breakdown_since, other.breakdown_since),
+        ):
+            for what, day in other_since.items():
+                since[what] = max(day, since.get(what, day))
         return self
 
     def take_dirty_days(self) -> set[int]:
@@ -123,6 +147,11 @@ class Partials:
             "retention": self.retention.get(day),
             "funnels": [f.get(day) for f in self.funnels],
             "spend": {ch: cents for (ch, d), cents in self.spend.items() if d == day},
+            "breakdowns": {
+                pair: sub.day_record(day)
+                for pair, sub in self.breakdowns.items()
+                if day in sub.days or day in sub.retention or any(day in f for f in sub.funnels)
+            },
         }
 
     def set_day_record(self, record: dict[str, Any]) -> None:
@@ -136,6 +165,8 @@ class Partials:
                 counts[day] = list(row)
         for channel, cents in record.get("spend", {}).items():
             self.spend[(channel, day)] = cents
+        for pair, sub_record in record.get("breakdowns", {}).items():
+            self.breakdown(pair).set_day_record(sub_record)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (for the KPI topic and files)."""
@@ -146,6 +177,9 @@ class Partials:
             "funnels": [{str(d): row for d, row in f.items()} for f in self.funnels],
             "spend": [[ch, d, c] for (ch, d), c in self.spend.items()],
             "counters": dict(self.counters),
+            "breakdowns": [
+                [dim, value, sub.to_json()] for (dim, value), sub in self.breakdowns.items()
+            ],
         }
 
 

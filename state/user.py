@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from state.breakdowns import BreakdownValues, record_breakdowns
 from state.clock import DayClock
 from state.config import Config
 from state.partials import DAY_EFFECT, EVENTS, Effect
@@ -62,6 +63,9 @@ class UserState:
     recent_ids: dict[str, int] = field(default_factory=dict)  # event_id -> ts, for dedup
     funnel_steps: list[list[tuple[int, int, int]]] = field(default_factory=list)
     funnel_levels: list[dict[int, int]] = field(default_factory=list)
+    # What the user added to breakdowns while its acquisition may still change
+    # (state/breakdowns.py); None once final, or unknown (records from before v4).
+    ledger: dict[tuple[int, int, int], int] | None = field(default_factory=dict)
 
 
 Handler = Callable[["UserState", "EventLike", int, "Context", list[Effect]], None]
@@ -99,6 +103,8 @@ class Context:
         from state.kpis import all_kpis  # the KPI modules import this one
 
         self.kpis = all_kpis()
+        dims = config.breakdowns.dimensions
+        self.breakdowns = BreakdownValues(config.breakdowns) if dims else None
         self.handlers_of: dict[str, tuple[Handler, ...]] = {}
 
     def handlers_for(self, event_type: str) -> tuple[Handler, ...]:
@@ -132,8 +138,16 @@ def apply(user: UserState | None, event: EventLike, ctx: Context) -> Applied:
     handlers = ctx.handlers_of.get(event.type)
     if handlers is None:
         handlers = ctx.handlers_for(event.type)
+    values = ctx.breakdowns
+    old_key = None
+    if values is not None and event.type not in ctx.inactive_types:
+        first = user.first_ts
+        if first is None or (event.ts, event.event_id) < (first, user.first_event_id):
+            old_key = values.key_of(user)  # the event becomes the first activity
     for handle in handlers:
         handle(user, event, day, ctx, effects)
+    if values is not None and (len(effects) > 1 or old_key is not None):
+        record_breakdowns(user, effects, values, old_key, ctx.horizon_ms)
     return Applied(user, effects, False)
 
 

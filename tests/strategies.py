@@ -33,6 +33,7 @@ def event_sets(draw, max_days=40):
         events.append(
             Event(f"e{i}", draw(st.sampled_from(users)), T0 + day * DAY_MS // 3 + offset, kind,
                   channel=draw(st.sampled_from(["ads", "organic", None])),
+                  device=draw(st.sampled_from(["ios", "android", None])),
                   order_id="o" if kind.startswith("order") else None, amount_cents=amount)
         )  # fmt: skip
     # Redeliveries: identical copies.

@@ -41,8 +41,9 @@ class Kpi(Protocol):
 def all_kpis() -> tuple[Kpi, ...]:
     """The KPIs every fold computes, in the order they see an event."""
     from state.kpis.activity import Activity
+    from state.kpis.breakdowns import Breakdowns
     from state.kpis.channels import Channels
     from state.kpis.funnels import Funnels
     from state.kpis.orders import Orders
 
-    return (Activity(), Orders(), Funnels(), Channels())
+    return (Activity(), Orders(), Funnels(), Breakdowns(), Channels())

@@ -75,14 +75,7 @@ class Activity:
                 dau=dau, wau=row[WAU], mau=row[MAU], stickiness=ratio(dau, row[MAU]),
                 new_users=row[NEW_USERS],
             )  # fmt: skip
-        retention: dict[str, list[int]] = {}
-        if days:
-            last = days[-1]
-            for cohort in sorted(partials.retention):
-                row = partials.retention[cohort]
-                if row[0] > 0 and cohort <= last:
-                    retention[DayClock.iso(cohort)] = row[: min(len(row), last - cohort + 1)]
-        report["retention"] = retention
+        report["retention"] = retention_rows(partials, days)
 
 
 def _has_activity_between(user: UserState, lo_day: int, hi_day: int) -> bool:
@@ -100,3 +93,15 @@ def _retention(user: UserState, cohort: int, delta: int, effects: list[Effect]) 
         i = offset + n
         if i >= 0 and (user.active_bits >> i) & 1:
             effects.append((RETENTION_EFFECT, cohort, n, delta))
+
+
+def retention_rows(partials: Partials, days: range) -> dict[str, list[int]]:
+    """Cohort rows up to the report's last day (cohorts with users only)."""
+    retention: dict[str, list[int]] = {}
+    if days:
+        last = days[-1]
+        for cohort in sorted(partials.retention):
+            row = partials.retention[cohort]
+            if row[0] > 0 and cohort <= last:
+                retention[DayClock.iso(cohort)] = row[: min(len(row), last - cohort + 1)]
+    return retention

@@ -1,12 +1,14 @@
-"""Channels: acquisition spend per channel and day (spend events, not user events)."""
+"""Channels: per acquisition channel new users, revenue and retention (the channel
+breakdown's partials) with spend (spend events), CAC and ROI (METRICS.md, Channels)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from state.clock import DayClock
-from state.money import from_cents
-from state.partials import Effect, Partials
+from state.kpis.activity import retention_rows
+from state.money import cents_ratio, from_cents
+from state.partials import GMV_CENTS, NEW_USERS, REFUNDS_CENTS, Effect, Partials
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -17,7 +19,7 @@ class Channels:
     name = "channels"
 
     def wants(self, event_type: str, ctx: Context) -> bool:
-        return False  # fed by `Fold.apply_spend`
+        return False  # spend comes from `Fold.apply_spend`, users from the channel breakdown
 
     def apply(
         self, user: UserState, event: EventLike, day: int, ctx: Context, effects: list[Effect]
@@ -27,12 +29,42 @@ class Channels:
     def render(
         self, partials: Partials, config: Config, days: range, report: dict[str, Any]
     ) -> None:
+        iso = DayClock.iso
+        spend: dict[str, dict[int, int]] = {}
+        for (channel, d), cents in partials.spend.items():
+            spend.setdefault(channel, {})[d] = cents
+        acquired = {v: sub for (dim, v), sub in partials.breakdowns.items() if dim == "channel"}
         channels: dict[str, Any] = {}
-        spend_cents: dict[str, int] = {}
-        for (channel, d), cents in sorted(partials.spend.items()):
-            entry = channels.setdefault(channel, {"spend_by_day": {}})
-            entry["spend_by_day"][DayClock.iso(d)] = from_cents(cents)
-            spend_cents[channel] = spend_cents.get(channel, 0) + cents
-        for channel, entry in channels.items():
-            entry["spend"] = from_cents(spend_cents[channel])
+        for channel in sorted(spend.keys() | acquired.keys()):
+            sub = acquired.get(channel)
+            by_day = spend.get(channel, {})
+            rows = sub.days if sub is not None else {}
+            total_new = total_revenue = 0
+            out_days: dict[str, Any] = {}
+            for d in sorted(by_day.keys() | rows.keys()):
+                row = rows.get(d)
+                new_users = row[NEW_USERS] if row else 0
+                revenue = row[GMV_CENTS] - row[REFUNDS_CENTS] if row else 0
+                cents = by_day.get(d, 0)
+                total_new += new_users
+                total_revenue += revenue
+                if new_users or revenue or cents:
+                    out_days[iso(d)] = {
+                        "new_users": new_users,
+                        "revenue": from_cents(revenue),
+                        "spend": from_cents(cents),
+                        "cac": cents_ratio(cents, new_users),
+                    }
+            if not out_days:
+                continue  # only retracted users (a late earlier event moved them)
+            total_spend = sum(by_day.values())
+            channels[channel] = {
+                "new_users": total_new,
+                "spend": from_cents(total_spend),
+                "revenue": from_cents(total_revenue),
+                "cac": cents_ratio(total_spend, total_new),
+                "roi": round(total_revenue / total_spend, 4) if total_spend else None,
+                "days": out_days,
+                "retention": retention_rows(sub, days) if sub is not None else {},
+            }
         report["channels"] = channels

@@ -26,7 +26,7 @@ from agents.topics import ensure_topics
 from streams.generator import GeneratorSpec, generate
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPARED = ("days", "retention", "funnels", "events", "channels")
+COMPARED = ("days", "retention", "funnels", "events", "channels", "breakdowns")
 SPEND_PARTITIONS = 3  # spend has its own partition count (not the user partitions')
 
 
@@ -165,9 +165,7 @@ class Cluster:
         await admin.start()
         try:
             if self.config.topics.spend not in await admin.list_topics():
-                await admin.create_topics(
-                    [NewTopic(self.config.topics.spend, SPEND_PARTITIONS, 1)]
-                )
+                await admin.create_topics([NewTopic(self.config.topics.spend, SPEND_PARTITIONS, 1)])
         finally:
             await admin.close()
         await ensure_topics(self.bootstrap, self.config, self.config.app_id)

@@ -54,7 +54,9 @@ def test_steps_over_the_bound_never_retract_a_count():
 def test_limits_are_validated():
     import pytest
 
-    assert Config.from_mapping({"limits": {"dedup_ids_per_user": 10}}).limits.dedup_ids_per_user == 10
+    assert (
+        Config.from_mapping({"limits": {"dedup_ids_per_user": 10}}).limits.dedup_ids_per_user == 10
+    )
     with pytest.raises(ConfigError, match="limits.funnel_steps_per_user"):
         Config.from_mapping({"limits": {"funnel_steps_per_user": 0}})
     with pytest.raises(ConfigError, match="limits.nope: unknown key"):

@@ -41,9 +41,19 @@ def _same_nonzero(a, b):
     # A dirty day may hold an all-zero row in one and be absent in the other.
     def norm(p):
         j = p.to_json()
+        breakdowns = j.pop("breakdowns")
+        j = {**norm_json(j), "counters": j["counters"], "spend": j["spend"]}
+        j["breakdowns"] = sorted(
+            (dim, value, sub)
+            for dim, value, sub in ((d, v, norm_json(s)) for d, v, s in breakdowns)
+            if sub["days"] or sub["retention"] or any(sub["funnels"])
+        )
+        return j
+
+    def norm_json(j):
         j["days"] = {k: v for k, v in j["days"].items() if any(v)}
         j["retention"] = {k: v for k, v in j["retention"].items() if any(v)}
         j["funnels"] = [{k: v for k, v in f.items() if any(v)} for f in j["funnels"]]
-        return j
+        return {k: j[k] for k in ("days", "retention", "funnels")}
 
     return norm(a) == norm(b)

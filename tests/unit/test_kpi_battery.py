@@ -85,7 +85,9 @@ def test_kpi_is_stable_under_redelivery_order_splitting_and_encoding(name, event
         funnel_steps=first.partials.funnel_steps, counters=dict(first.partials.counters)
     )
     for d in first.partials.take_dirty_days():
-        restored.partials.set_day_record(decode_day(encode_day(first.partials.day_record(d), names), names))
+        restored.partials.set_day_record(
+            decode_day(encode_day(first.partials.day_record(d), names), names)
+        )
     restored.watermarks = dict(first.watermarks)
     restored.restore_horizon()
     assert part(kpi, fold(config, ordered[half:], restored).partials, config) == expected

@@ -56,7 +56,9 @@ def test_empty_input():
     assert r == {
         "days": {},
         "retention": {},
-        "funnels": {"purchase": {"steps": PURCHASE, "window_ms": 86_400_000, "since": None, "days": {}}},
+        "funnels": {
+            "purchase": {"steps": PURCHASE, "window_ms": 86_400_000, "since": None, "days": {}}
+        },
     }
 
 

@@ -134,7 +134,9 @@ async def test_rekeyed_events_keep_a_watermark_per_original_topic():
     for record in batch:
         record_headers = [("opspulse.topic", b"orders" if record.offset else b"clicks")]
         await pipeline.handle_batch(
-            "test.repartition", 0, [RecordH(record.offset, record.key, record.value, record_headers)]
+            "test.repartition",
+            0,
+            [RecordH(record.offset, record.key, record.value, record_headers)],
         )
     counters = pipeline.partitions[0].fold.partials.counters
     assert counters["valid"] == 2 and counters["late"] == 0
@@ -222,7 +224,9 @@ async def test_a_rebalance_keeps_unchanged_partitions_and_reloads_the_rest():
     stores = {p: FakeStore() for p in range(3)}
     pipeline = pipeline_with(stores[0])
     for p in (1, 2):
-        pipeline.partitions[p] = PartitionRuntime(stores[p], Fold(Config(), pipeline._sources(p)), {})
+        pipeline.partitions[p] = PartitionRuntime(
+            stores[p], Fold(Config(), pipeline._sources(p)), {}
+        )
     loaded = []
 
     async def load(p):

@@ -153,7 +153,10 @@ def test_replay_judges_far_future_ts_as_the_worker_does(tmp_path):
     now = "2026-11-01T12:00:00+00:00"  # T0 is 2026-11-01T00:00Z; rows are hourly
     rows = clicks_rows(50)
     clicks = write_jsonl(tmp_path / "clicks50.jsonl", rows)
-    assert main(["replay", "--clicks", str(clicks), "--now", now, "--output", str(out), "--quiet"]) == 0
+    assert (
+        main(["replay", "--clicks", str(clicks), "--now", now, "--output", str(out), "--quiet"])
+        == 0
+    )
     events = orjson.loads(out.read_bytes())["events"]
     expected_valid = sum(1 for r in rows if r["ts"] <= T0 + 12 * 3_600_000 + DAY_MS)
     assert events["valid"] == expected_valid == 37 and events["invalid"] == 50 - 37
