@@ -21,8 +21,9 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 def as_dict(e):
     row = {"event_id": e.event_id, "user_id": e.user_id, "ts": e.ts, "type": e.type}
-    if e.channel is not None:
-        row["channel"] = e.channel
+    for attr in ("channel", "device", "region"):
+        if getattr(e, attr) is not None:
+            row[attr] = getattr(e, attr)
     if e.type.startswith("order"):
         row |= {"order_id": e.order_id, "amount": e.amount_cents / 100}
     return row
