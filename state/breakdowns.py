@@ -113,8 +113,8 @@ class BreakdownValues:
 
 def mirrored(effects: list[Effect]) -> list[Effect]:
     """The effects breakdowns repeat per value."""
-    # Kinds are DAY_EFFECT (0), RETENTION_EFFECT and FUNNEL_EFFECT here.
-    return [e for e in effects if e[0] or e[2] in MIRRORED_FIELDS]
+    # DAY_EFFECT is 0; RETENTION_EFFECT and FUNNEL_EFFECT are the other kinds below 3.
+    return [e for e in effects if e[0] < BREAKDOWN_EFFECT and (e[0] or e[2] in MIRRORED_FIELDS)]
 
 
 def add_to_ledger(ledger: Ledger, effects: list[Effect]) -> None:

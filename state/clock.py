@@ -55,3 +55,34 @@ class DayClock:
     @staticmethod
     def from_iso(text: str) -> int:
         return dt.date.fromisoformat(text).toordinal() - _ORDINAL_1970
+
+
+# Calendar periods of local day numbers (weeks start on Monday, as ISO weeks).
+def week_index(day: int) -> int:
+    """Weeks since the Monday 1969-12-29 (1970-01-01 was a Thursday)."""
+    return (day + 3) // 7
+
+
+def week_start(index: int) -> int:
+    return index * 7 - 3
+
+
+def month_index(day: int) -> int:
+    """Months since January of year 0."""
+    date = dt.date.fromordinal(_ORDINAL_1970 + day)
+    return date.year * 12 + date.month - 1
+
+
+def month_start(index: int) -> int:
+    year, month = divmod(index, 12)
+    return dt.date(year, month + 1, 1).toordinal() - _ORDINAL_1970
+
+
+def week_key(day: int) -> str:
+    """'YYYY-Www' (ISO week) of a day."""
+    year, week, _ = dt.date.fromordinal(_ORDINAL_1970 + day).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def month_key(day: int) -> str:
+    return DayClock.iso(day)[:7]

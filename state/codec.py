@@ -21,7 +21,7 @@ from state.breakdowns import decode_ledger, encode_ledger
 from state.clock import DayClock
 from state.user import UserState
 
-USER_VERSION = 4  # v4: + breakdown ledger
+USER_VERSION = 5  # v4: + breakdown ledger; v5: + activation ts, paid-order instants
 DAY_VERSION = 3  # v3: + breakdowns
 
 
@@ -65,6 +65,8 @@ def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
             if user.funnel_levels
             else {},
             encode_ledger(user.ledger, funnel_names),
+            user.activation_ts,
+            user.order_ts,
         ]
     )
 
@@ -80,10 +82,15 @@ def decode_user(
     row: list[Any] = orjson.loads(data)
     version = row[0]
     ledger = None  # unknown before v4
-    if version in (3, USER_VERSION):
+    # Before v5: the earliest paid order (right for the default activation events) and the
+    # last paid order (the next repurchase gap starts there).
+    activation_ts, order_ts = row[13], [row[14]] if row[14] is not None else []
+    if version in (3, 4, USER_VERSION):
         steps_by_name, levels_by_name = row[17], row[18]
-        if version == USER_VERSION:
+        if version >= 4:
             ledger = decode_ledger(row[19], funnel_names)
+        if version >= 5:
+            activation_ts, order_ts = row[20], row[21]
     elif version == 2:
         names = _positional_names(len(row[17]), funnel_names, written_funnels)
         steps_by_name = dict(zip(names, row[17], strict=True))
@@ -120,6 +127,8 @@ def decode_user(
         if has_funnels
         else [],
         ledger=ledger,
+        activation_ts=activation_ts,
+        order_ts=order_ts,
     )
 
 
@@ -140,6 +149,7 @@ def encode_day(record: dict[str, Any], funnel_names: Sequence[str]) -> dict[str,
         "retention": record["retention"],
         "funnels": _funnels_by_name(record["funnels"], funnel_names),
         "spend": record.get("spend", {}),
+        "tables": record.get("tables", {}),
         "breakdowns": breakdowns,
     }
 
@@ -169,6 +179,7 @@ def decode_day(
         "retention": stored["retention"],
         "funnels": [by_name.get(name) for name in funnel_names],
         "spend": stored.get("spend", {}),
+        "tables": stored.get("tables", {}),
         "breakdowns": {
             (dim, value): {
                 "day": day,

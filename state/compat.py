@@ -40,6 +40,7 @@ def fingerprint(
         "retired": retired or {},
         "timezone": config.timezone,
         "inactive_types": sorted(config.inactive_types),
+        "activation_events": sorted(config.activation_events),
         "allowed_lateness_ms": config.allowed_lateness_ms,
         "partitions": config.topics.partitions,
         "funnels": [
@@ -72,9 +73,10 @@ def check_compatible(stored: dict[str, Any], config: Config, app_id: str) -> Non
     for key, what in (
         ("timezone", "days are calendar days in it"),
         ("inactive_types", "they decide what counts as activity"),
+        ("activation_events", "users' earliest activation event is kept for them"),
         ("partitions", "users are placed by it"),
     ):
-        if stored[key] != now[key]:
+        if key in stored and stored[key] != now[key]:
             problems.append(f"{key} changed from {stored[key]!r} to {now[key]!r} ({what})")
     if now["allowed_lateness_ms"] > stored["allowed_lateness_ms"]:
         problems.append(

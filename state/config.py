@@ -74,6 +74,7 @@ class Limits:
 
     dedup_ids_per_user: int = 1000  # event ids remembered for deduplication
     funnel_steps_per_user: int = 256  # step events kept per funnel inside the window
+    paid_orders_per_user: int = 256  # paid-order instants kept inside the window (repurchase)
 
 
 BREAKDOWN_DIMENSIONS = ("channel", "device", "region")
@@ -110,6 +111,7 @@ class Config:
     thresholds: Thresholds = field(default_factory=Thresholds)
     limits: Limits = field(default_factory=Limits)
     breakdowns: BreakdownSpec = field(default_factory=BreakdownSpec)
+    activation_events: frozenset[str] = frozenset({"order_paid"})
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
@@ -117,7 +119,7 @@ class Config:
         known = {
             "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
             "max_message_bytes", "commit_interval", "topics", "thresholds", "limits",
-            "breakdowns",
+            "breakdowns", "activation",
         }  # fmt: skip
         for key in data:
             if key not in known:
@@ -158,6 +160,14 @@ class Config:
             kwargs["thresholds"] = _thresholds(data["thresholds"])
         if "limits" in data:
             kwargs["limits"] = _limits(data["limits"])
+        if "activation" in data:
+            activation = data["activation"]
+            if not isinstance(activation, dict) or set(activation) - {"events"}:
+                raise ConfigError("activation: expected a table with `events` (a list of types)")
+            if "events" in activation:
+                kwargs["activation_events"] = frozenset(
+                    _string_list(activation["events"], "activation.events")
+                )
         if "breakdowns" in data:
             kwargs["breakdowns"] = _breakdowns(data["breakdowns"])
         return cls(**kwargs)

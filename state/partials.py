@@ -22,8 +22,10 @@ RETENTION_DAYS = 91  # n = 0..90
 
 # Effect kinds: (DAY_EFFECT, day, field, delta), (RETENTION_EFFECT, cohort, n, delta),
 # (FUNNEL_EFFECT, funnel index, day, old level, new level),
-# (BREAKDOWN_EFFECT, ((dimension, value), ...), effects of the other kinds).
-DAY_EFFECT, RETENTION_EFFECT, FUNNEL_EFFECT, BREAKDOWN_EFFECT = 0, 1, 2, 3
+# (BREAKDOWN_EFFECT, ((dimension, value), ...), effects of the other kinds),
+# (TABLE_EFFECT, day, table name, index, delta): a KPI's own rows keyed by a day
+# (a period is keyed by its first day); rows grow as indexes appear.
+DAY_EFFECT, RETENTION_EFFECT, FUNNEL_EFFECT, BREAKDOWN_EFFECT, TABLE_EFFECT = range(5)
 
 COUNTERS = ("consumed", "valid", "duplicates", "invalid", "late")
 
@@ -50,6 +52,7 @@ class Partials:
     funnel_since: dict[str, int] = field(default_factory=dict)
     # Funnels removed from the config, by name (steps, window): never reused otherwise.
     retired_funnels: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    tables: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     # The same tables per breakdown value (state/breakdowns.py): (dimension, value) -> Partials.
     breakdowns: dict[tuple[str, str], Partials] = field(default_factory=dict)
     # Breakdown dimensions added to a running state count in full from this day on.
@@ -75,6 +78,17 @@ class Partials:
                 row = self.days.get(day)
                 if row is None:
                     row = self.days[day] = [0] * len(DAY_FIELDS)
+                row[index] += delta
+            elif kind == TABLE_EFFECT:
+                _, day, name, index, delta = effect
+                rows = self.tables.get(name)
+                if rows is None:
+                    rows = self.tables[name] = {}
+                row = rows.get(day)
+                if row is None:
+                    row = rows[day] = []
+                if index >= len(row):
+                    row.extend([0] * (index + 1 - len(row)))
                 row[index] += delta
             elif kind == RETENTION_EFFECT:
                 _, cohort, n, delta = effect
@@ -102,6 +116,13 @@ class Partials:
             sub.dirty_days = self.dirty_days
         return sub
 
+    def table(self, name: str, width: int) -> dict[int, list[int]]:
+        """A KPI's own rows, each padded with zeros to `width` (rows grow as indexes appear)."""
+        return {
+            key: row + [0] * (width - len(row))
+            for key, row in sorted(self.tables.get(name, {}).items())
+        }
+
     def day_row(self, day: int) -> list[int] | tuple[int, ...]:
         """The day's aggregate fields (zeros for a day without any)."""
         return self.days.get(day, _ZERO_DAY)
@@ -120,6 +141,8 @@ class Partials:
             _add_rows(mine, theirs)
         for key, cents in other.spend.items():
             self.spend[key] = self.spend.get(key, 0) + cents
+        for name, rows in other.tables.items():
+            _add_rows(self.tables.setdefault(name, {}), rows)
         for name, n in other.counters.items():
             self.counters[name] = self.counters.get(name, 0) + n
         for pair, sub in other.breakdowns.items():
@@ -147,6 +170,7 @@ class Partials:
             "retention": self.retention.get(day),
             "funnels": [f.get(day) for f in self.funnels],
             "spend": {ch: cents for (ch, d), cents in self.spend.items() if d == day},
+            "tables": {name: rows[day] for name, rows in self.tables.items() if day in rows},
             "breakdowns": {
                 pair: sub.day_record(day)
                 for pair, sub in self.breakdowns.items()
@@ -165,6 +189,8 @@ class Partials:
                 counts[day] = list(row)
         for channel, cents in record.get("spend", {}).items():
             self.spend[(channel, day)] = cents
+        for name, row in record.get("tables", {}).items():
+            self.tables.setdefault(name, {})[day] = list(row)
         for pair, sub_record in record.get("breakdowns", {}).items():
             self.breakdown(pair).set_day_record(sub_record)
 
@@ -177,6 +203,9 @@ class Partials:
             "funnels": [{str(d): row for d, row in f.items()} for f in self.funnels],
             "spend": [[ch, d, c] for (ch, d), c in self.spend.items()],
             "counters": dict(self.counters),
+            "tables": {
+                n: {str(d): row for d, row in rows.items()} for n, rows in self.tables.items()
+            },
             "breakdowns": [
                 [dim, value, sub.to_json()] for (dim, value), sub in self.breakdowns.items()
             ],
@@ -189,5 +218,7 @@ def _add_rows(into: dict[int, list[int]], rows: dict[int, list[int]]) -> None:
         if mine is None:
             into[key] = list(row)
         else:
+            if len(row) > len(mine):
+                mine.extend([0] * (len(row) - len(mine)))
             for i, value in enumerate(row):
                 mine[i] += value

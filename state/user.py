@@ -63,6 +63,8 @@ class UserState:
     recent_ids: dict[str, int] = field(default_factory=dict)  # event_id -> ts, for dedup
     funnel_steps: list[list[tuple[int, int, int]]] = field(default_factory=list)
     funnel_levels: list[dict[int, int]] = field(default_factory=list)
+    activation_ts: int | None = None  # earliest event of an `activation.events` type
+    order_ts: list[int] = field(default_factory=list)  # paid orders a late one may fall between
     # What the user added to breakdowns while its acquisition may still change
     # (state/breakdowns.py); None once final, or unknown (records from before v4).
     ledger: dict[tuple[int, int, int], int] | None = field(default_factory=dict)
@@ -98,6 +100,8 @@ class Context:
         self.horizon_ms = 0
         self.max_dedup_ids = config.limits.dedup_ids_per_user
         self.max_funnel_steps = config.limits.funnel_steps_per_user
+        self.max_orders = config.limits.paid_orders_per_user
+        self.activation_events = config.activation_events
         # Events over a per-user bound, by kind (OVERFLOW_KINDS); a metric, not a KPI.
         self.overflow = dict.fromkeys(OVERFLOW_KINDS, 0)
         from state.kpis import all_kpis  # the KPI modules import this one
@@ -116,7 +120,7 @@ class Context:
         return handlers
 
 
-OVERFLOW_KINDS = ("dedup_ids", "funnel_steps")
+OVERFLOW_KINDS = ("dedup_ids", "funnel_steps", "paid_orders")
 
 
 def apply(user: UserState | None, event: EventLike, ctx: Context) -> Applied:
@@ -170,3 +174,24 @@ def day_bit(user: UserState, day: int) -> int:
         user.paid_bits <<= shift
         user.base_day = day
     return day - user.base_day
+
+
+def active_days_between(user: UserState, lo_day: int, hi_day: int) -> int:
+    """How many of the days lo_day..hi_day the user was active on (the record as it is)."""
+    if user.base_day is None:
+        return 0
+    lo = max(lo_day - user.base_day, 0)
+    hi = hi_day - user.base_day
+    if hi < lo:
+        return 0
+    return ((user.active_bits >> lo) & ((1 << (hi - lo + 1)) - 1)).bit_count()
+
+
+def active_days(user: UserState) -> list[int]:
+    """The user's active days, ascending."""
+    bits, base, days = user.active_bits, user.base_day, []
+    while bits:
+        low = bits & -bits
+        days.append(base + low.bit_length() - 1)  # type: ignore[operator]
+        bits ^= low
+    return days

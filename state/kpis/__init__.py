@@ -40,10 +40,27 @@ class Kpi(Protocol):
 
 def all_kpis() -> tuple[Kpi, ...]:
     """The KPIs every fold computes, in the order they see an event."""
+    from state.kpis.activation import Activation
+    from state.kpis.active_days import ActiveDays
     from state.kpis.activity import Activity
     from state.kpis.breakdowns import Breakdowns
     from state.kpis.channels import Channels
     from state.kpis.funnels import Funnels
     from state.kpis.orders import Orders
+    from state.kpis.period_retention import monthly, paying_monthly, weekly
+    from state.kpis.reactivation import Reactivation
+    from state.kpis.repurchase_cycle import RepurchaseCycle
 
-    return (Activity(), Orders(), Funnels(), Breakdowns(), Channels())
+    # The cohort views read the record as it was before the event: they come first.
+    cohort_views = (
+        weekly(), monthly(), paying_monthly(), ActiveDays(), Activation(), Reactivation()
+    )  # fmt: skip
+    return (
+        *cohort_views,
+        RepurchaseCycle(),
+        Activity(),
+        Orders(),
+        Funnels(),
+        Breakdowns(),
+        Channels(),
+    )

@@ -67,7 +67,7 @@ V3_STATE = {
     + b'],"funnels":{"purchase":[1,1,0,0],"quick":[1,1]},"spend":{}}',
     b"m": b'{"v":2,"offsets":{"clicks":3},"watermarks":{"clicks":1793491380000},"counters":{"consumed":4,"valid":4,"duplicates":0,"invalid":0,"late":0},"config":{"retired":{},"timezone":"UTC","inactive_types":["order_refunded","push_sent"],"allowed_lateness_ms":172800000,"partitions":8,"funnels":[{"name":"purchase","steps":["page_view","add_to_cart","checkout","order_paid"],"window_ms":86400000,"since":null},{"name":"quick","steps":["login","add_to_cart"],"window_ms":3600000,"since":null}]}}',
 }
-WITHOUT_BREAKDOWNS = ("breakdowns", "channels")
+WITHOUT_BREAKDOWNS = ("breakdowns", "channels", "cohorts")  # new since those formats
 
 
 def totals(report):
