@@ -89,14 +89,15 @@ def naive_cohorts(events, *, timezone="UTC", activation_events=("order_paid",)):
             entry["gaps"] += 1
             entry["ms"] += b - a
 
+    activations = defaultdict(list)
+    for e in events:
+        if e.type in activation_events:
+            activations[e.user_id].append(e.ts)
     activation = {}
     for user, (ts, _) in first.items():
         row = activation.setdefault(cohort_day[user].isoformat(), {"new_users": 0, "activated": 0})
         row["new_users"] += 1
-        if any(
-            e.user_id == user and e.type in activation_events and e.ts < ts + 7 * DAY_MS
-            for e in events
-        ):
+        if any(t < ts + 7 * DAY_MS for t in activations[user]):
             row["activated"] += 1
 
     reactivation = {}
