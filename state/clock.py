@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
 
 DAY_MS = 86_400_000
@@ -67,12 +68,14 @@ def week_start(index: int) -> int:
     return index * 7 - 3
 
 
+@functools.lru_cache(maxsize=4096)
 def month_index(day: int) -> int:
     """Months since January of year 0."""
     date = dt.date.fromordinal(_ORDINAL_1970 + day)
     return date.year * 12 + date.month - 1
 
 
+@functools.lru_cache(maxsize=1024)
 def month_start(index: int) -> int:
     year, month = divmod(index, 12)
     return dt.date(year, month + 1, 1).toordinal() - _ORDINAL_1970

@@ -195,3 +195,9 @@ def active_days(user: UserState) -> list[int]:
         days.append(base + low.bit_length() - 1)  # type: ignore[operator]
         bits ^= low
     return days
+
+
+def is_active(user: UserState, day: int) -> bool:
+    """Whether the user was active on `day` (the record as it is)."""
+    base = user.base_day
+    return base is not None and day >= base and bool((user.active_bits >> (day - base)) & 1)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from state.clock import month_index, month_key, month_start
 from state.partials import TABLE_EFFECT, Effect, Partials
-from state.user import active_days_between
+from state.user import active_days_between, is_active
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -27,10 +27,10 @@ class ActiveDays:
     def apply(
         self, user: UserState, event: EventLike, day: int, ctx: Context, effects: list[Effect]
     ) -> None:
+        if is_active(user, day):
+            return
         month = month_index(day)
         start = month_start(month)
-        if active_days_between(user, day, day):
-            return
         k = active_days_between(user, start, month_start(month + 1) - 1)
         effects.append((TABLE_EFFECT, start, NAME, DAYS, 1))
         if k:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from state.clock import month_index, month_key, month_start, week_index, week_key, week_start
 from state.partials import TABLE_EFFECT, Effect, Partials
-from state.user import active_days, active_days_between
+from state.user import active_days, active_days_between, is_active
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -68,6 +68,12 @@ class PeriodRetention:
     def apply(
         self, user: UserState, event: EventLike, day: int, ctx: Context, effects: list[Effect]
     ) -> None:
+        if event.type != "order_paid" and is_active(user, day):
+            if user.first_ts is not None and (event.ts, event.event_id) > (
+                user.first_ts,
+                user.first_event_id,
+            ):
+                return  # neither a new active period nor a new cohort: the common case
         new = self.cohort_after(user, event, day, ctx)
         if new is None:
             return

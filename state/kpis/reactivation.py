@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from state.clock import month_index, month_key, month_start
 from state.partials import TABLE_EFFECT, Effect, Partials
+from state.user import is_active
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -34,6 +35,8 @@ class Reactivation:
     def apply(
         self, user: UserState, event: EventLike, day: int, ctx: Context, effects: list[Effect]
     ) -> None:
+        if is_active(user, day):
+            return
         before, after = _neighbours(user, day)
         if before == day:
             return  # already active that day
