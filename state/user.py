@@ -144,10 +144,8 @@ def apply(user: UserState | None, event: EventLike, ctx: Context) -> Applied:
         handlers = ctx.handlers_for(event.type)
     values = ctx.breakdowns
     old_key = None
-    if values is not None and event.type not in ctx.inactive_types:
-        first = user.first_ts
-        if first is None or (event.ts, event.event_id) < (first, user.first_event_id):
-            old_key = values.key_of(user)  # the event becomes the first activity
+    if values is not None and becomes_first_activity(user, event, ctx):
+        old_key = values.key_of(user)
     for handle in handlers:
         handle(user, event, day, ctx, effects)
     if values is not None and (len(effects) > 1 or old_key is not None):
@@ -176,15 +174,24 @@ def day_bit(user: UserState, day: int) -> int:
     return day - user.base_day
 
 
-def active_days_between(user: UserState, lo_day: int, hi_day: int) -> int:
-    """How many of the days lo_day..hi_day the user was active on (the record as it is)."""
+def becomes_first_activity(user: UserState, event: EventLike, ctx: Context) -> bool:
+    """Whether `event` is (or comes before) the user's first activity: the smallest
+    (ts, event_id) among activity events decides cohort and acquisition."""
+    return event.type not in ctx.inactive_types and (
+        user.first_ts is None or (event.ts, event.event_id) < (user.first_ts, user.first_event_id)
+    )
+
+
+def active_bits_between(user: UserState, lo_day: int, hi_day: int) -> int:
+    """The user's active-day bits for days lo_day..hi_day (the record as it is): zero
+    when inactive throughout, `.bit_count()` active days."""
     if user.base_day is None:
         return 0
     lo = max(lo_day - user.base_day, 0)
     hi = hi_day - user.base_day
     if hi < lo:
         return 0
-    return ((user.active_bits >> lo) & ((1 << (hi - lo + 1)) - 1)).bit_count()
+    return (user.active_bits >> lo) & ((1 << (hi - lo + 1)) - 1)
 
 
 def active_days(user: UserState) -> list[int]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from state.clock import DAY_MS, DayClock
 from state.partials import TABLE_EFFECT, Effect, Partials
+from state.user import becomes_first_activity
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -31,9 +32,7 @@ class Activation:
         ts = event.ts
         first, activation = user.first_ts, user.activation_ts
         new_first, new_activation = first, activation
-        if event.type not in ctx.inactive_types and (
-            first is None or (ts, event.event_id) < (first, user.first_event_id)
-        ):
+        if becomes_first_activity(user, event, ctx):
             new_first = ts
         if event.type in ctx.activation_events and (activation is None or ts < activation):
             new_activation = user.activation_ts = ts

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from state.clock import month_index, month_key, month_start
 from state.partials import TABLE_EFFECT, Effect, Partials
-from state.user import active_days_between, is_active
+from state.user import active_bits_between, is_active
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -31,7 +31,7 @@ class ActiveDays:
             return
         month = month_index(day)
         start = month_start(month)
-        k = active_days_between(user, start, month_start(month + 1) - 1)
+        k = active_bits_between(user, start, month_start(month + 1) - 1).bit_count()
         effects.append((TABLE_EFFECT, start, NAME, DAYS, 1))
         if k:
             effects.append((TABLE_EFFECT, start, NAME, HIST + k, -1))

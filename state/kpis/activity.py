@@ -20,7 +20,7 @@ from state.partials import (
     Partials,
     ratio,
 )
-from state.user import day_bit
+from state.user import active_bits_between, becomes_first_activity, day_bit
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -42,7 +42,7 @@ class Activity:
         bit = 1 << day_bit(user, day)
         new_day = not user.active_bits & bit
 
-        if user.first_ts is None or (ts, event.event_id) < (user.first_ts, user.first_event_id):
+        if becomes_first_activity(user, event, ctx):
             user.first_ts, user.first_event_id = ts, event.event_id
             user.channel, user.device, user.region = event.channel, event.device, event.region
             old_cohort = user.first_day
@@ -58,7 +58,7 @@ class Activity:
             effects.append((DAY_EFFECT, day, DAU, 1))
             for window, field_index in ((7, WAU), (30, MAU)):
                 for d in range(day, day + window):
-                    if not _has_activity_between(user, d - window + 1, d):
+                    if not active_bits_between(user, d - window + 1, d):
                         effects.append((DAY_EFFECT, d, field_index, 1))
             user.active_bits |= bit
             cohort: int = user.first_day  # type: ignore[assignment]  # set above
@@ -76,14 +76,6 @@ class Activity:
                 new_users=row[NEW_USERS],
             )  # fmt: skip
         report["retention"] = retention_rows(partials, days)
-
-
-def _has_activity_between(user: UserState, lo_day: int, hi_day: int) -> bool:
-    lo = max(lo_day - user.base_day, 0)  # type: ignore[operator]
-    hi = hi_day - user.base_day  # type: ignore[operator]
-    if hi < lo:
-        return False
-    return (user.active_bits >> lo) & ((1 << (hi - lo + 1)) - 1) != 0
 
 
 def _retention(user: UserState, cohort: int, delta: int, effects: list[Effect]) -> None:

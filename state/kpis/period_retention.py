@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from state.clock import month_index, month_key, month_start, week_index, week_key, week_start
 from state.partials import TABLE_EFFECT, Effect, Partials
-from state.user import active_days, active_days_between, is_active
+from state.user import active_bits_between, active_days, becomes_first_activity, is_active
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -36,9 +36,7 @@ MONTH = Period(month_index, month_start, month_key)
 
 def first_activity_day(user: UserState, event: EventLike, day: int, ctx: Context) -> int | None:
     """The cohort day once `event` is applied (the record is read before it is)."""
-    if event.type not in ctx.inactive_types and (
-        user.first_ts is None or (event.ts, event.event_id) < (user.first_ts, user.first_event_id)
-    ):
+    if becomes_first_activity(user, event, ctx):
         return day
     return user.first_day
 
@@ -68,12 +66,12 @@ class PeriodRetention:
     def apply(
         self, user: UserState, event: EventLike, day: int, ctx: Context, effects: list[Effect]
     ) -> None:
-        if event.type != "order_paid" and is_active(user, day):
-            if user.first_ts is not None and (event.ts, event.event_id) > (
-                user.first_ts,
-                user.first_event_id,
-            ):
-                return  # neither a new active period nor a new cohort: the common case
+        if (
+            event.type != "order_paid"
+            and is_active(user, day)
+            and not becomes_first_activity(user, event, ctx)
+        ):
+            return  # neither a new active period nor a new cohort: the common case
         new = self.cohort_after(user, event, day, ctx)
         if new is None:
             return
@@ -90,7 +88,7 @@ class PeriodRetention:
         elif activity:
             period = index(day)
             lo = self.period.start(period)
-            if not active_days_between(user, lo, self.period.start(period + 1) - 1):
+            if not active_bits_between(user, lo, self.period.start(period + 1) - 1):
                 self._add(index(new), {period}, 1, effects)
 
     def _add(self, cohort: int, periods: set[int], delta: int, effects: list[Effect]) -> None:
