@@ -91,6 +91,7 @@ def create_app(
             for tp in tps
             if tp.topic in input_topics or tp.topic == topics.spend
         }
+
     app.opspulse_pipeline = pipeline  # type: ignore[attr-defined]
 
     @app.agent(inputs, name="opspulse.ingest")
@@ -180,8 +181,9 @@ def create_app(
                 return await app.router.route_topic_req(clicks, user_id.encode(), web, request)
             except SameNode:
                 return web.json({"error": f"unknown user {user_id!r}"}, status=404)
-        partition, user = found
-        return web.json({**user_summary(user_id, user), "partition": partition})
+        partition, user, day = found
+        summary = user_summary(user_id, user, day, pipeline.config)
+        return web.json({**summary, "partition": partition})
 
     return app
 

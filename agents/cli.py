@@ -34,9 +34,7 @@ def _replay(args: argparse.Namespace) -> int:
         Path(args.spend) if args.spend else None,
         progress=not args.quiet,
         derived_outputs={
-            kind: Path(path)
-            for kind in KINDS
-            if (path := getattr(args, f"{kind}_output", None))
+            kind: Path(path) for kind in KINDS if (path := getattr(args, f"{kind}_output", None))
         },
         now_ms=_instant(args.now, "--now"),
         until_ms=_instant(args.until, "--until"),

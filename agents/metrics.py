@@ -15,8 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from state.clock import DayClock, month_index, month_key, month_start
 from state.config import Config
+from state.kpis.period_retention import MONTH, WEEK
+from state.kpis.segments import BUYERS_30D_SLOT, REPEAT_BUYERS_30D_SLOT, running_counts
 from state.partials import DAU, GMV_CENTS, NEW_USERS, PAYING_USERS
+from state.report import build_report
 
 
 class Metrics:
@@ -197,3 +201,75 @@ class _StateCollector(Collector):
             for step, n in zip(spec.steps, day_counts, strict=True):
                 funnel.add_metric([spec.name, step], n)
         yield funnel
+        if today is not None:
+            yield from _current_period_gauges(partials, config, today)
+
+
+def _current_period_gauges(partials: Any, config: Config, today: int) -> Iterator[Any]:
+    """Today's classes, and the cohort views of the current week, month and day: counts of
+    this worker's partitions (sum them across workers; ratios are PromQL divisions)."""
+    report = build_report(partials, config, days=range(today, today + 1))
+    day = report["days"][DayClock.iso(today)]
+    counts = next(running_counts(partials, range(today, today + 1)))
+    for name, text, label, values in (
+        ("opspulse_lifecycle_users", "Users per lifecycle stage as of today", "stage",
+         day["lifecycle"]),
+        ("opspulse_rfm_users", "Users per RFM segment as of today", "segment", day["rfm"]),
+        ("opspulse_ltv_tier_users", "Paying users per LTV tier as of today", "tier",
+         day["ltv_tiers"]),
+        ("opspulse_buyers_30d_users", "Users with paid orders in the last 30 days (repeat: 2+)",
+         "orders", {"1+": counts[BUYERS_30D_SLOT], "2+": counts[REPEAT_BUYERS_30D_SLOT]}),
+        ("opspulse_revenue_by_tier", "GMV - refunds today by the payer's LTV tier, currency units",
+         "tier", report["cohorts"]["revenue_by_tier"][DayClock.iso(today)]),
+    ):  # fmt: skip
+        family = GaugeMetricFamily(name, text, labels=[label])
+        for value, n in values.items():
+            family.add_metric([value], n)
+        yield family
+
+    cohorts = report["cohorts"]
+    retained = GaugeMetricFamily(
+        "opspulse_cohort_users",
+        "Users of the cohort that started `periods_ago` weeks/months before the current one "
+        "active in the current one (size: the cohort's size); M1 = retained / size at 1",
+        labels=["view", "periods_ago", "of"],
+    )
+    for view, period, max_n in (
+        ("retention_weekly", WEEK, 26), ("retention_monthly", MONTH, 12),
+        ("paying_retention_monthly", MONTH, 12),
+    ):  # fmt: skip
+        current = period.index(today)
+        for n in range(max_n + 1):
+            row = cohorts[view].get(period.key(period.start(current - n)))
+            if row is not None and len(row) == n + 1:
+                retained.add_metric([view, str(n), "retained"], row[n])
+                retained.add_metric([view, str(n), "size"], row[0])
+    yield retained
+
+    month = month_key(month_start(month_index(today)))
+    this_month = GaugeMetricFamily(
+        "opspulse_month_users",
+        "This month: users active (and their summed active days), repurchase gaps (and their "
+        "summed days), users dormant at its start and those reactivated",
+        labels=["figure"],
+    )
+    active = cohorts["active_days"].get(month, {"users": 0, "days": 0})
+    cycle = cohorts["repurchase_cycle"].get(month, {"gaps": 0, "days": 0})
+    back = cohorts["reactivation"].get(month, {"dormant": 0, "reactivated": 0})
+    for figure, value in (
+        ("active", active["users"]), ("active_days", active["days"]),
+        ("repurchase_gaps", cycle["gaps"]), ("repurchase_gap_days", cycle["days"]),
+        ("dormant", back["dormant"]), ("reactivated", back["reactivated"]),
+    ):  # fmt: skip
+        this_month.add_metric([figure], value)
+    yield this_month
+
+    activation = GaugeMetricFamily(
+        "opspulse_activation_7d_users",
+        "Users first active 7 days ago (the last complete cohort day) and those activated",
+        labels=["state"],
+    )
+    cohort = cohorts["activation_7d"].get(DayClock.iso(today - 7), {"new_users": 0, "activated": 0})
+    activation.add_metric(["new"], cohort["new_users"])
+    activation.add_metric(["activated"], cohort["activated"])
+    yield activation

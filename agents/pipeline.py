@@ -375,11 +375,12 @@ class Pipeline:
             merged.merge(runtime.fold.partials)
         return merged
 
-    def user(self, user_id: str) -> tuple[int, Any] | None:
+    def user(self, user_id: str) -> tuple[int, Any, int] | None:
+        """(partition, record, the partition's stream day) of a user owned here."""
         for p, runtime in self.partitions.items():
             found = runtime.fold.users.get(user_id)
             if found is not None:
-                return p, found
+                return p, found, runtime.fold.stream_day() or 0
         return None
 
 

@@ -25,7 +25,7 @@ import orjson
 
 from state.config import Config
 from state.partitions import PartitionedFold
-from state.report import build_report, user_summary
+from state.report import build_report, day_range, user_summary
 from streams.events import Event, Invalid, SpendEvent, parse_event, parse_spend
 
 REORDER_MS = 3_600_000  # disorder absorbed in memory before a file is sorted externally
@@ -246,9 +246,13 @@ def replay_files(
 
 
 def write_users(fold: PartitionedFold, path: Path) -> None:
+    """One line per user, classified as of the end of the report's last day."""
+    days = day_range(fold.partials)
+    last = days[-1] if days else 0
     with open(path, "wb") as out:
         for user_id in sorted(fold.users):
-            out.write(orjson.dumps(user_summary(user_id, fold.users[user_id])) + b"\n")
+            summary = user_summary(user_id, fold.users[user_id], last, fold.config)
+            out.write(orjson.dumps(summary) + b"\n")
 
 
 def write_json(data: Any, path: str | None) -> None:

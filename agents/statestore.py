@@ -49,9 +49,9 @@ TIMER_PREFIX = b"t/"  # t/<kind>/<key> -> due time (epoch ms, ASCII); a tombston
 class Outgoing:
     """Records of one commit interval, ready to send."""
 
-    records: list[
-        tuple[str, int | None, bytes, bytes | None, list[tuple[str, bytes]] | None]
-    ] = field(default_factory=list)
+    records: list[tuple[str, int | None, bytes, bytes | None, list[tuple[str, bytes]] | None]] = (
+        field(default_factory=list)
+    )
 
     def add(
         self, topic: str, key: bytes, value: bytes | None, *, partition: int | None = None,
@@ -177,7 +177,9 @@ class PartitionStore:
         for day in sorted(fold.partials.take_dirty_days()):
             record = encode_day(fold.partials.day_record(day), self.funnel_names)
             out.add(state, DAY_PREFIX + str(day).encode(), orjson.dumps(record), partition=p)
-            out.add(kpi, kpi_key(self.label, day), orjson.dumps({"partition": self.label, **record}))
+            out.add(
+                kpi, kpi_key(self.label, day), orjson.dumps({"partition": self.label, **record})
+            )
         for (kind, timer_key), due in fold.timers.take_changes().items():
             body = None if due is None else str(due).encode()
             out.add(state, TIMER_PREFIX + f"{kind}/{timer_key}".encode(), body, partition=p)

@@ -77,7 +77,11 @@ def traffic(n: int, users: int) -> list[tuple[str, bytes, bytes]]:
 
     # New users every day; the stream is cut at n events (about three days of arrivals).
     spec = GeneratorSpec(
-        seed=99, days=30, start="2026-09-01", new_users_per_day=max(1, users // 3), duplicate_rate=0.01
+        seed=99,
+        days=30,
+        start="2026-09-01",
+        new_users_per_day=max(1, users // 3),
+        duplicate_rate=0.01,
     )
     out = []
     for kind, line in generate(spec):

@@ -85,9 +85,9 @@ def bot_cost(bot_events: int = 1_000_000, sample: int = 100_000) -> dict[str, An
     try:
         # A normal user: a few hundred events over days (the fold's cost, one user).
         normal = Fold(config)
-        normal_us = sum(
-            timed(normal, f"n{k}", 200, 0, 600_000) for k in range(sample // 200)
-        ) / (sample // 200)
+        normal_us = sum(timed(normal, f"n{k}", 200, 0, 600_000) for k in range(sample // 200)) / (
+            sample // 200
+        )
         # A bot: a million events within one hour (all inside the lateness bound).
         bot = Fold(config)
         timed(bot, "bot", bot_events, 0, 3)

@@ -21,7 +21,8 @@ from state.breakdowns import decode_ledger, encode_ledger
 from state.clock import DayClock
 from state.user import UserState
 
-USER_VERSION = 5  # v4: + breakdown ledger; v5: + activation ts, paid-order instants
+USER_VERSION = 6  # v4: + breakdown ledger; v5: + activation ts, paid-order instants;
+# v6: + first cart day, money per day (state/kpis/segments.py)
 DAY_VERSION = 3  # v3: + breakdowns
 
 
@@ -67,6 +68,9 @@ def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
             encode_ledger(user.ledger, funnel_names),
             user.activation_ts,
             user.order_ts,
+            user.cart_day,
+            user.money,
+            user.money_base,
         ]
     )
 
@@ -85,12 +89,18 @@ def decode_user(
     # Before v5: the earliest paid order (right for the default activation events) and the
     # last paid order (the next repurchase gap starts there).
     activation_ts, order_ts = row[13], [row[14]] if row[14] is not None else []
-    if version in (3, 4, USER_VERSION):
+    # Before v6: no cart day, money per day unknown (the user is counted in the
+    # classifications from their next event on), totals as the base.
+    cart_day, money = None, None
+    money_base = [row[11], row[12], None if row[14] is None else clock.day(row[14])]
+    if version in (3, 4, 5, USER_VERSION):
         steps_by_name, levels_by_name = row[17], row[18]
         if version >= 4:
             ledger = decode_ledger(row[19], funnel_names)
         if version >= 5:
             activation_ts, order_ts = row[20], row[21]
+        if version >= 6:
+            cart_day, money, money_base = row[22], row[23], row[24]
     elif version == 2:
         names = _positional_names(len(row[17]), funnel_names, written_funnels)
         steps_by_name = dict(zip(names, row[17], strict=True))
@@ -129,6 +139,9 @@ def decode_user(
         ledger=ledger,
         activation_ts=activation_ts,
         order_ts=order_ts,
+        cart_day=cart_day,
+        money=money,
+        money_base=money_base,
     )
 
 

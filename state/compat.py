@@ -12,11 +12,13 @@ that wrote its state. On load the current configuration is compared with it:
   compacted with the shorter bound), another partition count (users would
   move), an existing funnel's steps or window changed (give it a new name), or
   a kept breakdown dimension's allow-list or `max_values` changed (users'
-  values would move without their history).
+  values would move without their history), other `ltv_tiers`, `[rfm]` or
+  `[lifecycle]` thresholds (users' classes of coming days are counted ahead).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from state.config import Config, ConfigError
@@ -41,6 +43,10 @@ def fingerprint(
         "timezone": config.timezone,
         "inactive_types": sorted(config.inactive_types),
         "activation_events": sorted(config.activation_events),
+        "segments": {  # as JSON reads it back (lists, not tuples)
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(config.segments).items()
+        },
         "allowed_lateness_ms": config.allowed_lateness_ms,
         "partitions": config.topics.partitions,
         "funnels": [
@@ -74,6 +80,7 @@ def check_compatible(stored: dict[str, Any], config: Config, app_id: str) -> Non
         ("timezone", "days are calendar days in it"),
         ("inactive_types", "they decide what counts as activity"),
         ("activation_events", "users' earliest activation event is kept for them"),
+        ("segments", "users' classes of coming days are already counted by them"),
         ("partitions", "users are placed by it"),
     ):
         if key in stored and stored[key] != now[key]:

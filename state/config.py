@@ -62,8 +62,6 @@ class Thresholds:
     churn_horizon_ms: int = 7 * DAY_MS
     churn_risk: float = 0.7
     experiment_window_ms: int = 7 * DAY_MS
-    ltv_growth: float = 300.0
-    ltv_high: float = 800.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,22 @@ class Limits:
     dedup_ids_per_user: int = 1000  # event ids remembered for deduplication
     funnel_steps_per_user: int = 256  # step events kept per funnel inside the window
     paid_orders_per_user: int = 256  # paid-order instants kept inside the window (repurchase)
+
+
+@dataclass(frozen=True)
+class SegmentRules:
+    """Thresholds of the classifications "as of the end of day d" (METRICS.md): LTV
+    tiers and RFM in cents, lifecycle in days. Fixed numbers, so a user's class never
+    depends on the partition it lives in."""
+
+    ltv_tier_cents: tuple[int, int] = (30_000, 80_000)  # growth from, high from
+    rfm_recency_days: int = 30
+    rfm_frequency: int = 2
+    rfm_monetary_cents: int = 30_000
+    churned_days: int = 30
+    churn_warning_days: int = 14
+    silent_days: int = 3
+    new_days: int = 7
 
 
 BREAKDOWN_DIMENSIONS = ("channel", "device", "region")
@@ -112,6 +126,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     breakdowns: BreakdownSpec = field(default_factory=BreakdownSpec)
     activation_events: frozenset[str] = frozenset({"order_paid"})
+    segments: SegmentRules = field(default_factory=SegmentRules)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
@@ -119,7 +134,7 @@ class Config:
         known = {
             "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
             "max_message_bytes", "commit_interval", "topics", "thresholds", "limits",
-            "breakdowns", "activation",
+            "breakdowns", "activation", "ltv_tiers", "rfm", "lifecycle",
         }  # fmt: skip
         for key in data:
             if key not in known:
@@ -170,6 +185,8 @@ class Config:
                 )
         if "breakdowns" in data:
             kwargs["breakdowns"] = _breakdowns(data["breakdowns"])
+        if {"ltv_tiers", "rfm", "lifecycle"} & data.keys():
+            kwargs["segments"] = _segments(data)
         return cls(**kwargs)
 
 
@@ -251,7 +268,9 @@ def _thresholds(value: Any) -> Thresholds:
         key = f"thresholds.{k}"
         if k in durations:
             kwargs[f"{k}_ms"] = parse_duration_ms(v, key)
-        elif k in ("churn_risk", "ltv_growth", "ltv_high"):
+        elif k in ("ltv_growth", "ltv_high"):
+            raise ConfigError(f"{key}: moved to `ltv_tiers = [growth, high]` (currency units)")
+        elif k == "churn_risk":
             if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
                 raise ConfigError(f"{key}: expected a number >= 0, got {v!r}")
             kwargs[k] = float(v)
@@ -305,3 +324,45 @@ def _breakdowns(value: Any) -> BreakdownSpec:
                 f"{', '.join(BREAKDOWN_DIMENSIONS)})"
             )
     return BreakdownSpec(allow=allow, **kwargs)
+
+
+def _cents(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key}: expected an amount >= 0 in currency units, got {value!r}")
+    return round(value * 100)
+
+
+def _segments(data: dict[str, Any]) -> SegmentRules:
+    """`ltv_tiers = [growth, high]`, `[rfm] recency_days, frequency, monetary` and
+    `[lifecycle] churned_days, churn_warning_days, silent_days, new_days`."""
+    kwargs: dict[str, Any] = {}
+    if "ltv_tiers" in data:
+        tiers = data["ltv_tiers"]
+        if not isinstance(tiers, list) or len(tiers) != 2:
+            raise ConfigError(f"ltv_tiers: expected [growth, high] amounts, got {tiers!r}")
+        growth, high = (_cents(v, "ltv_tiers") for v in tiers)
+        if not growth < high:
+            raise ConfigError(f"ltv_tiers: expected growth < high, got {tiers!r}")
+        kwargs["ltv_tier_cents"] = (growth, high)
+    for section, keys in (
+        ("rfm", {"recency_days": "rfm_recency_days", "frequency": "rfm_frequency"}),
+        (
+            "lifecycle",
+            {k: k for k in ("churned_days", "churn_warning_days", "silent_days", "new_days")},
+        ),
+    ):
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}: expected a table")
+        known = {*keys, "monetary"} if section == "rfm" else set(keys)
+        for k, v in table.items():
+            if k not in known:
+                raise ConfigError(f"{section}.{k}: unknown key (known: {', '.join(sorted(known))})")
+            if k == "monetary":
+                kwargs["rfm_monetary_cents"] = _cents(v, "rfm.monetary")
+            else:
+                kwargs[keys[k]] = _positive_int(v, f"{section}.{k}")
+    rules = SegmentRules(**kwargs)
+    if not rules.silent_days < rules.churn_warning_days < rules.churned_days:
+        raise ConfigError("lifecycle: expected silent_days < churn_warning_days < churned_days")
+    return rules

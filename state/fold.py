@@ -129,6 +129,10 @@ class Fold:
                 raise KeyError(f"no handler for timers of kind {kind!r}")
             handler(self, due_ms, key)
 
+    def stream_day(self) -> int | None:
+        """The local day of the partition's stream time (its largest watermark)."""
+        return self.ctx.clock.day(max(self.watermarks.values())) if self.watermarks else None
+
     def count_invalid(self, n: int = 1) -> None:
         self.partials.counters["consumed"] += n
         self.partials.counters["invalid"] += n

@@ -7,6 +7,7 @@ from typing import Any
 from state.clock import DayClock
 from state.config import Config
 from state.kpis import all_kpis
+from state.kpis.segments import user_segments
 from state.money import from_cents
 from state.partials import EVENTS, Partials
 from state.user import UserState
@@ -20,9 +21,11 @@ def day_range(partials: Partials) -> range:
     return range(min(days), max(days) + 1) if days else range(0)
 
 
-def build_report(partials: Partials, config: Config) -> dict[str, Any]:
-    """The report for the merged partials of all partitions: each KPI renders its part."""
-    days = day_range(partials)
+def build_report(partials: Partials, config: Config, days: range | None = None) -> dict[str, Any]:
+    """The report for the merged partials of all partitions: each KPI renders its part.
+    `days`: the report's days (default: `day_range`); periods end with the last one."""
+    if days is None:
+        days = day_range(partials)
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "timezone": config.timezone,
@@ -34,8 +37,8 @@ def build_report(partials: Partials, config: Config) -> dict[str, Any]:
     return report
 
 
-def user_summary(user_id: str, user: UserState) -> dict[str, Any]:
-    """One line of `--users-output`."""
+def user_summary(user_id: str, user: UserState, day: int, config: Config) -> dict[str, Any]:
+    """One line of `--users-output` (`/users/{id}`), its classes as of the end of `day`."""
     return {
         "user_id": user_id,
         "first_seen_ts": user.first_ts,
@@ -45,7 +48,6 @@ def user_summary(user_id: str, user: UserState) -> dict[str, Any]:
         "first_order_ts": user.first_order_ts,
         "last_order_ts": user.last_order_ts,
         "channel": user.channel or "unknown",
-        "rfm_segment": None,
-        "lifecycle": None,
+        **user_segments(user, day, config.segments),
         "churn_score": None,
     }

@@ -68,6 +68,13 @@ class UserState:
     # What the user added to breakdowns while its acquisition may still change
     # (state/breakdowns.py); None once final, or unknown (records from before v4).
     ledger: dict[tuple[int, int, int], int] | None = field(default_factory=dict)
+    # For the classifications as of the end of each day (state/kpis/segments.py): the
+    # first add_to_cart day; paid orders and net cents per day a late event can reach,
+    # [[day, paid, cents], ...] (None: a record from before v6, not yet counted there);
+    # and [paid, cents, last paid day] of the days before them.
+    cart_day: int | None = None
+    money: list[list[int]] | None = field(default_factory=list)
+    money_base: list[int | None] = field(default_factory=lambda: [0, 0, None])
 
 
 Handler = Callable[["UserState", "EventLike", int, "Context", list[Effect]], None]

@@ -11,6 +11,8 @@ import datetime as dt
 import zoneinfo
 from collections import defaultdict
 
+from naive_segments import naive_segments
+
 from state.funnel import funnel_level
 
 DEFAULT_FUNNELS = [("purchase", ["page_view", "add_to_cart", "checkout", "order_paid"], 86_400_000)]
@@ -67,6 +69,8 @@ def naive_report(
             "arpu": money(gmv - refunds, dau), "arppu": money(gmv - refunds, paying),
             "aov": money(gmv, len(paid)), "paid_conversion": paying / dau if dau else None,
         }  # fmt: skip
+    for d, classes in naive_segments(events, timezone=timezone, inactive=inactive)["days"].items():
+        out_days[d].update(classes)
     retention = {}
     for c in sorted(set(cohort.values())):
         members = [u for u, cu in cohort.items() if cu == c]

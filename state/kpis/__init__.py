@@ -50,10 +50,13 @@ def all_kpis() -> tuple[Kpi, ...]:
     from state.kpis.period_retention import monthly, paying_monthly, weekly
     from state.kpis.reactivation import Reactivation
     from state.kpis.repurchase_cycle import RepurchaseCycle
+    from state.kpis.segments import Segments
 
-    # The cohort views read the record as it was before the event: they come first.
+    # The cohort views and segments read the record as it was before the event: they
+    # come first.
     cohort_views = (
-        weekly(), monthly(), paying_monthly(), ActiveDays(), Activation(), Reactivation()
+        weekly(), monthly(), paying_monthly(), ActiveDays(), Activation(), Reactivation(),
+        Segments(),
     )  # fmt: skip
     return (
         *cohort_views,

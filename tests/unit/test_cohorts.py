@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from naive_cohorts import naive_cohorts
+from naive_segments import naive_segments
 from strategies import TIMEZONES, event_sets
 
 from state.config import DAY_MS, Config
@@ -82,3 +83,11 @@ def test_four_months_of_generated_traffic_equal_the_reference_in_shanghai(tmp_pa
     assert len(expected["retention_monthly"]) >= 4 and len(expected["reactivation"]) >= 2
     assert sum(m["gaps"] for m in expected["repurchase_cycle"].values()) > 50
     assert any(e.type == "order_refunded" for e in events)
+    # The classifications as of each day, and revenue by LTV tier, on the same traffic.
+    segments = naive_segments(events, timezone="Asia/Shanghai")
+    keys = ("repurchase_rate_30d", "ltv_tiers", "rfm", "lifecycle")
+    got = {d: {k: row[k] for k in keys} for d, row in report["days"].items()}
+    assert got == segments["days"]
+    assert report["cohorts"]["revenue_by_tier"] == segments["revenue_by_tier"]
+    last = segments["days"][max(segments["days"])]
+    assert all(last["lifecycle"].values()) and last["ltv_tiers"]["high"] > 0

@@ -71,15 +71,15 @@ def oracle_report(events, config):
 def ours(events, config):
     fold = Fold(config)
     fold.apply_batch([(e.user_id, e) for e in sorted(events, key=lambda e: e.ts)], "p")
-    report = build_report(fold.partials, config)
-    return {k: report[k] for k in ("days", "retention", "funnels")}
+    return build_report(fold.partials, config)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(event_sets(), st.sampled_from(TIMEZONES))
 def test_random_event_sets_match_clickhouse(events, tz):
     config = Config(timezone=tz, funnels=FUNNELS)
-    assert ours(events, config) == oracle_report(events, config)
+    expected = oracle_report(events, config)
+    assert oracle_view(ours(events, config), expected) == expected
 
 
 def test_day_numbers_match_calendar_dates():
@@ -121,8 +121,19 @@ def test_replay_of_generated_traffic_equals_clickhouse_in_several_timezones(tmp_
         )
         report, _, _ = replay_files(config, tmp_path / "clicks.jsonl", tmp_path / "orders.jsonl")
         expected = oracle_report_dicts(valid, config)
-        assert {k: report[k] for k in ("days", "retention", "funnels")} == expected, tz
+        assert oracle_view(report, expected) == expected, tz
         assert report["events"]["duplicates"] > 0 and report["events"]["invalid"] > 0
+
+
+def oracle_view(report, expected):
+    """The report's parts the ClickHouse oracle computes (the classifications as of
+    each day have their own reference, tests/naive_segments.py)."""
+    out = {k: report[k] for k in ("days", "retention", "funnels")}
+    out["days"] = {
+        d: {k: v for k, v in row.items() if k in expected["days"].get(d, row)}
+        for d, row in out["days"].items()
+    }
+    return out
 
 
 def oracle_report_dicts(events, config):

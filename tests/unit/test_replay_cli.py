@@ -62,6 +62,13 @@ def test_replay_writes_the_report_and_users(tmp_path):
     lines = [orjson.loads(line) for line in users.read_bytes().splitlines()]
     assert [u["user_id"] for u in lines] == [f"u{i}" for i in range(7)]
     assert lines[1]["orders_paid"] == 1 and lines[1]["revenue"] == 9.99
+    # Classified as of the end of the report's last day (2026-11-03): u1 paid on day 1.
+    assert (lines[1]["lifecycle"], lines[1]["rfm_segment"], lines[1]["ltv_tier"]) == (
+        "paying", "new_or_light", "potential"
+    )  # fmt: skip
+    assert (lines[0]["lifecycle"], lines[0]["rfm_segment"], lines[0]["ltv_tier"]) == (
+        "new", "no_purchase", None
+    )  # fmt: skip
 
 
 def test_unsorted_input_gives_the_same_report_as_sorted(tmp_path, monkeypatch):
