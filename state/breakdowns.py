@@ -35,6 +35,7 @@ from state.partials import (
     GMV_CENTS,
     NEW_USERS,
     ORDERS_PAID,
+    PAID_7D,
     PAYING_USERS,
     REFUNDS_CENTS,
     Effect,
@@ -46,7 +47,9 @@ if TYPE_CHECKING:
 
 # Day fields kept per breakdown value (events, WAU and MAU are totals only:
 # WAU/MAU cost up to 37 effects per new active day, per dimension).
-MIRRORED_FIELDS = frozenset({DAU, NEW_USERS, PAYING_USERS, ORDERS_PAID, GMV_CENTS, REFUNDS_CENTS})
+MIRRORED_FIELDS = frozenset(
+    {DAU, NEW_USERS, PAYING_USERS, ORDERS_PAID, GMV_CENTS, REFUNDS_CENTS, PAID_7D}
+)
 UNKNOWN, OTHER = "unknown", "other"
 
 # A ledger: (kind, a, b) -> net delta. Day fields: (DAY_EFFECT, day, field);

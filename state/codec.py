@@ -71,6 +71,7 @@ def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
             user.cart_day,
             user.money,
             user.money_base,
+            user.published,
         ]
     )
 
@@ -92,6 +93,7 @@ def decode_user(
     # Before v6: no cart day, money per day unknown (the user is counted in the
     # classifications from their next event on), totals as the base.
     cart_day, money = None, None
+    published: list[int | None] = [None, None]
     money_base = [row[11], row[12], None if row[14] is None else clock.day(row[14])]
     if version in (3, 4, 5, USER_VERSION):
         steps_by_name, levels_by_name = row[17], row[18]
@@ -101,6 +103,8 @@ def decode_user(
             activation_ts, order_ts = row[20], row[21]
         if version >= 6:
             cart_day, money, money_base = row[22], row[23], row[24]
+            if len(row) > 25:
+                published = row[25]
     elif version == 2:
         names = _positional_names(len(row[17]), funnel_names, written_funnels)
         steps_by_name = dict(zip(names, row[17], strict=True))
@@ -142,6 +146,7 @@ def decode_user(
         cart_day=cart_day,
         money=money,
         money_base=money_base,
+        published=published,
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Protocol
 
 from state.config import Config
+from state.kpis.segments import SegmentChanges
 from state.outbox import Outbox
 from state.partials import Partials
 from state.timers import Timers
@@ -54,6 +55,7 @@ class Fold:
         self.outbox = Outbox()
         # The horizon may lag the watermarks (that only keeps more state): move it once a minute.
         self._next_horizon_update = 0
+        self.segment_changes = SegmentChanges(self)
 
     def apply_batch(
         self, events: Iterable[tuple[str, EventLike]], source: Hashable
@@ -65,6 +67,8 @@ class Fold:
         mark = self.watermarks.get(source)
         add = self.partials.add
         changed = self.changed
+        ctx = self.ctx
+        publish = self.segment_changes.after_event
         # Nothing older than the compaction horizon can be applied exactly (an event
         # re-keyed from another partition may be older than this partition's horizon).
         horizon = self.ctx.horizon_ms
@@ -83,7 +87,7 @@ class Fold:
                 next_due = self.timers.next_due_ms
                 if next_due is not None and next_due < ts:
                     self.fire_timers(ts)
-            result = apply(users.get(user_id), event, self.ctx)
+            result = apply(users.get(user_id), event, ctx)
             if result.duplicate:
                 counters["duplicates"] += 1
                 continue
@@ -91,6 +95,9 @@ class Fold:
             users[user_id] = result.user
             changed.add(user_id)
             add(result.effects)
+            if ctx.reclassified:
+                ctx.reclassified = False
+                publish(user_id, result.user, ts)
         return late
 
     def apply_spend(self, events: Iterable[SpendLike], source: Hashable) -> list[SpendLike]:

@@ -14,9 +14,10 @@ from typing import Any
 
 # Day aggregate fields (index into the per-day list).
 EVENTS, DAU, WAU, MAU, NEW_USERS, PAYING_USERS, ORDERS_PAID, GMV_CENTS, REFUNDS_CENTS = range(9)
+PAID_7D = 9  # new users of the day with an order_paid within 7 days of their first activity
 DAY_FIELDS = (
     "events", "dau", "wau", "mau", "new_users",
-    "paying_users", "orders_paid", "gmv_cents", "refunds_cents",
+    "paying_users", "orders_paid", "gmv_cents", "refunds_cents", "paid_7d",
 )  # fmt: skip
 RETENTION_DAYS = 91  # n = 0..90
 
@@ -181,7 +182,8 @@ class Partials:
     def set_day_record(self, record: dict[str, Any]) -> None:
         """Replace one day's partials by a stored `day_record`."""
         day = record["day"]
-        self.days[day] = list(record["fields"])
+        fields = list(record["fields"])
+        self.days[day] = fields + [0] * (len(DAY_FIELDS) - len(fields))  # fields added since
         if record["retention"] is not None:
             self.retention[day] = list(record["retention"])
         for counts, row in zip(self.funnels, record["funnels"], strict=True):

@@ -75,6 +75,8 @@ class UserState:
     cart_day: int | None = None
     money: list[list[int]] | None = field(default_factory=list)
     money_base: list[int | None] = field(default_factory=lambda: [0, 0, None])
+    # The lifecycle stage and RFM segment (indexes) last published on opspulse.segments.
+    published: list[int | None] = field(default_factory=lambda: [None, None])
 
 
 Handler = Callable[["UserState", "EventLike", int, "Context", list[Effect]], None]
@@ -105,6 +107,7 @@ class Context:
             for s_index, step_type in enumerate(spec.steps):
                 self.step_of.setdefault(step_type, []).append((f_index, s_index))
         self.horizon_ms = 0
+        self.reclassified = False  # set by an event that changed what classes depend on
         self.max_dedup_ids = config.limits.dedup_ids_per_user
         self.max_funnel_steps = config.limits.funnel_steps_per_user
         self.max_orders = config.limits.paid_orders_per_user

@@ -47,6 +47,7 @@ def all_kpis() -> tuple[Kpi, ...]:
     from state.kpis.channels import Channels
     from state.kpis.funnels import Funnels
     from state.kpis.orders import Orders
+    from state.kpis.paid_7d import Paid7d
     from state.kpis.period_retention import monthly, paying_monthly, weekly
     from state.kpis.reactivation import Reactivation
     from state.kpis.repurchase_cycle import RepurchaseCycle
@@ -56,7 +57,7 @@ def all_kpis() -> tuple[Kpi, ...]:
     # come first.
     cohort_views = (
         weekly(), monthly(), paying_monthly(), ActiveDays(), Activation(), Reactivation(),
-        Segments(),
+        Segments(), Paid7d(),
     )  # fmt: skip
     return (
         *cohort_views,

@@ -1,5 +1,5 @@
-"""Channels: per acquisition channel new users, revenue and retention (the channel
-breakdown's partials) with spend (spend events), CAC and ROI (METRICS.md, Channels)."""
+"""Channels: per acquisition channel new users, paid within 7 days, revenue and
+retention (the channel breakdown's partials) with spend (spend events), CAC and ROI (METRICS.md, Channels)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from state.clock import DayClock
 from state.kpis.activity import retention_rows
 from state.money import cents_ratio, from_cents
-from state.partials import GMV_CENTS, NEW_USERS, REFUNDS_CENTS, Effect, Partials
+from state.partials import GMV_CENTS, NEW_USERS, PAID_7D, REFUNDS_CENTS, Effect, Partials
 
 if TYPE_CHECKING:
     from state.config import Config
@@ -51,6 +51,7 @@ class Channels:
                 if new_users or revenue or cents:
                     out_days[iso(d)] = {
                         "new_users": new_users,
+                        "paid_7d": row[PAID_7D] if row else 0,
                         "revenue": from_cents(revenue),
                         "spend": from_cents(cents),
                         "cac": cents_ratio(cents, new_users),

@@ -30,6 +30,7 @@ from state.user import is_active
 
 if TYPE_CHECKING:
     from state.config import Config, SegmentRules
+    from state.fold import Fold
     from state.user import Context, EventLike, UserState
 
 LIFECYCLE = (
@@ -207,6 +208,7 @@ class Segments:
         if not (new_day or money or cart):
             return  # on an active day, nothing the classes depend on changes
         rules = ctx.config.segments
+        ctx.reclassified = True  # the fold publishes a change of today's class (SegmentChanges)
         contributed = user.money is not None  # None: a record from before segments
         old = History(user)
         new = old.copy()
@@ -293,6 +295,58 @@ def user_segments(user: UserState, day: int, rules: SegmentRules) -> dict[str, s
         "rfm_segment": RFM[slots[1] - RFM_SLOT],
         "ltv_tier": None if tier is None else TIERS[tier],
     }
+
+
+class SegmentChanges:
+    """Publishes users' lifecycle stage and RFM segment for the partition's current day
+    (the day of its stream time) on `opspulse.segments` (METRICS.md, "Segment
+    changes"): after an event that changed what classes depend on, and from a timer
+    at the user's next change point when time alone changes them. The last published
+    pair is in the user's record, committed with the records in the same
+    transaction: a restart neither repeats nor skips a change."""
+
+    KIND = "segments"  # timer kind and derived record kind
+
+    def __init__(self, fold: Fold) -> None:
+        self.fold = fold
+        self.rules = fold.config.segments
+        self.clock = fold.ctx.clock
+        fold.timer_handlers[self.KIND] = self.on_timer
+
+    def after_event(self, user_id: str, user: UserState, ts: int) -> None:
+        today = self.fold.stream_day()
+        if today is not None:
+            self._publish(user_id, user, today, ts)
+
+    def on_timer(self, fold: Fold, due_ms: int, user_id: str) -> None:
+        user = fold.users.get(user_id)
+        today = fold.stream_day()
+        if user is not None and today is not None:
+            self._publish(user_id, user, today, due_ms + 1)
+
+    def _publish(self, user_id: str, user: UserState, today: int, ts: int) -> None:
+        history = History(user)
+        slots, _ = history.classes(today, self.rules)
+        if not slots:
+            return
+        now = [slots[0], slots[1] - RFM_SLOT]
+        was = user.published
+        for i, (kind, names) in enumerate((("lifecycle", LIFECYCLE), ("rfm", RFM))):
+            if was[i] != now[i]:
+                before = None if was[i] is None else names[was[i]]  # type: ignore[index]
+                self.fold.outbox.emit(
+                    self.KIND, user_id,
+                    {"user_id": user_id, "ts": ts, "kind": kind, "from": before, "to": names[now[i]]},
+                )  # fmt: skip
+        user.published = now  # type: ignore[assignment]
+        self.fold.changed.add(user_id)
+        # The next day on which the pair changes with time alone, if no event comes first.
+        for day in history.change_days(today + 1, self.rules):
+            later, _ = history.classes(day, self.rules)
+            if [later[0], later[1] - RFM_SLOT] != now:
+                self.fold.timers.schedule(self.clock.day_start_ms(day) - 1, self.KIND, user_id)
+                return
+        self.fold.timers.cancel(self.KIND, user_id)
 
 
 def _add_money(money: list[list[int]], day: int, paid: int, cents: int) -> list[list[int]]:

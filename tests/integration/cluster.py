@@ -46,7 +46,8 @@ class Cluster:
             f'app_id = "it-{run}"\ncommit_interval = "500ms"\n'
             f'[topics]\nclicks = "it-{run}.clicks"\norders = "it-{run}.orders"\n'
             f'spend = "it-{run}.spend"\n'
-            f'dlq = "it-{run}.dlq"\nkpi = "it-{run}.kpi"\npartitions = {partitions}\n'
+            f'dlq = "it-{run}.dlq"\nkpi = "it-{run}.kpi"\nsegments = "it-{run}.segments"\n'
+            f"partitions = {partitions}\n"
         )
         self.config = load_config(str(self.config_path))
         self.workers: dict[str, subprocess.Popen] = {}
@@ -129,25 +130,31 @@ class Cluster:
         raise AssertionError(f"workers {names} not ready within {timeout}s")
 
     async def dead_letters(self, expected: int, timeout: float = 30) -> list[tuple[bytes, dict]]:
+        records = await self.read_topic(self.config.topics.dlq, expected, timeout)
+        return [(r.value, dict(r.headers)) for r in records]
+
+    async def read_topic(self, topic: str, expected: int = 0, timeout: float = 30) -> list:
+        """The committed records of `topic` (read_committed), once at least `expected`
+        arrived and a poll brings nothing more, in partition order."""
         from aiokafka import AIOKafkaConsumer
 
         consumer = AIOKafkaConsumer(
-            self.config.topics.dlq, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+            topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
             isolation_level="read_committed", group_id=None,
         )  # fmt: skip
         await consumer.start()
-        letters: list[tuple[bytes, dict]] = []
+        records: list = []
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    letters += [(r.value, dict(r.headers)) for r in records]
-                if len(letters) >= expected and not batches:
+                for batch in batches.values():
+                    records += batch
+                if len(records) >= expected and not batches:
                     break
         finally:
             await consumer.stop()
-        return letters
+        return records
 
     # traffic
     async def produce(
@@ -234,9 +241,11 @@ class Cluster:
         assert report["events"]["consumed"] == self.produced, (report["events"], self.produced)
         return report
 
-    def replay(self) -> dict:
+    def replay(self, derived_outputs: dict | None = None) -> dict:
         spend = self.spend if self.spend.exists() else None
-        report, _, _ = replay_files(self.config, self.clicks, self.orders, spend)
+        report, _, _ = replay_files(
+            self.config, self.clicks, self.orders, spend, derived_outputs=derived_outputs
+        )
         return report
 
     async def group_lag(self) -> int:

@@ -4,6 +4,7 @@ through kill -9 and restarts, through rebalances and a whole-cluster restart."""
 import asyncio
 import random
 
+import orjson
 import pytest
 from cluster import same_numbers
 
@@ -74,8 +75,27 @@ async def test_kill_9_mid_stream_and_restart_counts_every_event_once(cluster):
         cluster.start(victim)
     await producing
     live = await cluster.wait_consumed(timeout=180)
-    assert same_numbers(live, cluster.replay()) == {}
+    replayed_segments = cluster.tmp / "segments.jsonl"
+    assert same_numbers(live, cluster.replay({"segments": replayed_segments})) == {}
     assert await cluster.wait_lag_zero() == 0
+    # Segment changes exactly once: per user and kind each record starts where the
+    # previous one ended, and the last ones are those replay publishes.
+    records = [
+        orjson.loads(r.value) for r in await cluster.read_topic(cluster.config.topics.segments)
+    ]
+    replayed = [orjson.loads(line) for line in replayed_segments.read_bytes().splitlines()]
+    assert len(records) > 1000
+    assert last_classes(records) == last_classes(replayed)
+
+
+def last_classes(records: list[dict]) -> dict:
+    """The last class per (user, kind), checking that each record follows the last."""
+    last: dict = {}
+    for r in records:
+        key = (r["user_id"], r["kind"])
+        assert r["from"] == last.get(key) != r["to"], (r, last.get(key))
+        last[key] = r["to"]
+    return last
 
 
 async def test_worker_joining_and_leaving_mid_stream_changes_nothing(cluster):
@@ -170,8 +190,6 @@ async def test_whole_cluster_restart_recovers_state_from_kafka(cluster):
 async def test_killed_workers_partitions_are_processed_again_within_30_seconds(cluster):
     import time
     import urllib.request
-
-    import orjson
 
     def ready(name):
         try:

@@ -105,3 +105,80 @@ def test_configured_thresholds_equal_the_naive_reference(events, seed):
     rng = random.Random(seed)
     arrived = sorted(events, key=lambda e: e.ts + rng.randrange(DAY_MS))
     assert segments(arrived, config) == expected
+
+
+def chains(records):
+    """Segment change records per (user, kind), in publication order."""
+    out = {}
+    for r in records:
+        assert r.kind == "segments" and r.key == r.value["user_id"]
+        out.setdefault((r.value["user_id"], r.value["kind"]), []).append(r.value)
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=histories(), tz=st.sampled_from(TIMEZONES), seed=st.integers(0, 10**6),
+       idle_days=st.sampled_from([0, 3, 14, 31, 45]))  # fmt: skip
+def test_segment_changes_chain_to_the_class_of_the_current_day(events, tz, seed, idle_days):
+    """Each record starts where the previous one of its user and kind ended (none
+    repeated, none skipped), and the last one is the class of the partition's
+    current day by the naive reference — also when only time passed (timers)."""
+    config = Config(timezone=tz, allowed_lateness_ms=2 * DAY_MS)
+    rng = random.Random(seed)
+    arrived = sorted(events, key=lambda e: e.ts + rng.randrange(3 * DAY_MS // 2))
+    fold = Fold(config)
+    for e in arrived:
+        fold.apply_batch([(e.user_id, e)], "p")
+    # Time passes: another user's event moves the stream time on.
+    tick = Event("tick", "ticker", max(e.ts for e in events) + idle_days * DAY_MS, "push_sent")
+    fold.apply_batch([("ticker", tick)], "p")
+    today = fold.stream_day()
+    published = chains(fold.outbox.drain())
+    from naive_segments import classify, local_date
+
+    day = local_date(tick.ts, tz)
+    for user in {e.user_id for e in events}:
+        mine = list({e.event_id: e for e in events if e.user_id == user}.values())
+        expected = classify(mine, day, tz)
+        for i, kind in enumerate(("lifecycle", "rfm")):
+            chain = published.get((user, kind), [])
+            if expected is None:
+                assert chain == []
+                continue
+            assert chain[0]["from"] is None
+            assert all(
+                a["to"] == b["from"] != b["to"] for a, b in zip(chain, chain[1:], strict=False)
+            )
+            assert chain[-1]["to"] == expected[i], (user, kind, chain, today)
+
+
+def test_replay_segments_output_ends_at_each_users_classes(tmp_path):
+    """`--segments-output` holds what the workers would send: chains per user and kind
+    whose last record is the user's class in `--users-output` (each partition has
+    events on the last day, so its current day is the report's last day)."""
+    import orjson
+
+    from agents.cli import main
+    from streams.generator import GeneratorSpec, write_files
+
+    write_files(GeneratorSpec(seed=3, days=40, new_users_per_day=40, start="2026-07-01"), tmp_path)
+    code = main(["replay", "--clicks", str(tmp_path / "clicks.jsonl"),
+                 "--orders", str(tmp_path / "orders.jsonl"), "--quiet", "--output", "/dev/null",
+                 "--users-output", str(tmp_path / "users.jsonl"),
+                 "--segments-output", str(tmp_path / "segments.jsonl")])  # fmt: skip
+    assert code == 0
+    records = [orjson.loads(x) for x in (tmp_path / "segments.jsonl").read_bytes().splitlines()]
+    last = {}
+    for r in records:
+        key = (r["user_id"], r["kind"])
+        assert r["from"] == last.get(key) != r["to"]
+        last[key] = r["to"]
+    users = [orjson.loads(x) for x in (tmp_path / "users.jsonl").read_bytes().splitlines()]
+    assert {(u["user_id"], "lifecycle"): u["lifecycle"] for u in users} == {
+        k: v for k, v in last.items() if k[1] == "lifecycle"
+    }
+    assert {(u["user_id"], "rfm"): u["rfm_segment"] for u in users} == {
+        k: v for k, v in last.items() if k[1] == "rfm"
+    }
+    kinds = {(r["from"], r["to"]) for r in records if r["kind"] == "lifecycle"}
+    assert ("churn_warning", "churned") in kinds and ("new", "silent_new") in kinds
