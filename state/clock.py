@@ -27,8 +27,16 @@ class DayClock:
 
     def day(self, ts: int) -> int:
         """Local day number of the instant `ts` (epoch ms)."""
+        return self.local_ms(ts) // DAY_MS
+
+    def hour(self, ts: int) -> int:
+        """Local hour of the day (0-23) of the instant `ts`."""
+        return self.local_ms(ts) % DAY_MS // 3_600_000
+
+    def local_ms(self, ts: int) -> int:
+        """`ts` plus the timezone's UTC offset at that instant."""
         if self._fixed is not None:
-            return (ts + self._fixed) // DAY_MS
+            return ts + self._fixed
         bucket = ts // _BUCKET_MS
         offset = self._offsets.get(bucket, -1)
         if offset == -1:
@@ -40,7 +48,7 @@ class DayClock:
             self._offsets[bucket] = offset
         if offset is None:  # a transition inside this quarter hour
             offset = self._offset_ms(ts)
-        return (ts + offset) // DAY_MS
+        return ts + offset
 
     def day_start_ms(self, day: int) -> int:
         """The first instant (epoch ms) of local day `day`."""

@@ -72,6 +72,9 @@ def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
             user.money,
             user.money_base,
             user.published,
+            user.push,
+            user.experiments,
+            user.goal_ts,
         ]
     )
 
@@ -94,6 +97,9 @@ def decode_user(
     # classifications from their next event on), totals as the base.
     cart_day, money = None, None
     published: list[int | None] = [None, None]
+    push: dict[str, list[int | None]] = {}
+    experiments: dict[str, list[Any]] = {}
+    goal_ts: list[int] = []
     money_base = [row[11], row[12], None if row[14] is None else clock.day(row[14])]
     if version in (3, 4, 5, USER_VERSION):
         steps_by_name, levels_by_name = row[17], row[18]
@@ -105,6 +111,10 @@ def decode_user(
             cart_day, money, money_base = row[22], row[23], row[24]
             if len(row) > 25:
                 published = row[25]
+            if len(row) > 26:
+                push = row[26]
+            if len(row) > 27:
+                experiments, goal_ts = row[27], row[28]
     elif version == 2:
         names = _positional_names(len(row[17]), funnel_names, written_funnels)
         steps_by_name = dict(zip(names, row[17], strict=True))
@@ -147,6 +157,9 @@ def decode_user(
         money=money,
         money_base=money_base,
         published=published,
+        push=push,
+        experiments=experiments,
+        goal_ts=goal_ts,
     )
 
 

@@ -61,7 +61,6 @@ class Thresholds:
     cart_abandon_after_ms: int = 30 * 60_000
     churn_horizon_ms: int = 7 * DAY_MS
     churn_risk: float = 0.7
-    experiment_window_ms: int = 7 * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,8 @@ class Limits:
     dedup_ids_per_user: int = 1000  # event ids remembered for deduplication
     funnel_steps_per_user: int = 256  # step events kept per funnel inside the window
     paid_orders_per_user: int = 256  # paid-order instants kept inside the window (repurchase)
+    campaigns_per_user: int = 64  # push campaigns remembered per user (the most recent)
+    experiments_per_user: int = 16  # experiments a user's exposures are kept for
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,14 @@ class SegmentRules:
     churn_warning_days: int = 14
     silent_days: int = 3
     new_days: int = 7
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A/B experiments: the goal event type and the window after the first exposure."""
+
+    goal: str = "order_paid"
+    window_ms: int = 7 * DAY_MS
 
 
 BREAKDOWN_DIMENSIONS = ("channel", "device", "region")
@@ -127,6 +136,7 @@ class Config:
     breakdowns: BreakdownSpec = field(default_factory=BreakdownSpec)
     activation_events: frozenset[str] = frozenset({"order_paid"})
     segments: SegmentRules = field(default_factory=SegmentRules)
+    experiments: ExperimentSpec = field(default_factory=ExperimentSpec)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
@@ -134,7 +144,7 @@ class Config:
         known = {
             "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
             "max_message_bytes", "commit_interval", "topics", "thresholds", "limits",
-            "breakdowns", "activation", "ltv_tiers", "rfm", "lifecycle",
+            "breakdowns", "activation", "ltv_tiers", "rfm", "lifecycle", "experiments",
         }  # fmt: skip
         for key in data:
             if key not in known:
@@ -185,6 +195,8 @@ class Config:
                 )
         if "breakdowns" in data:
             kwargs["breakdowns"] = _breakdowns(data["breakdowns"])
+        if "experiments" in data:
+            kwargs["experiments"] = _experiments(data["experiments"])
         if {"ltv_tiers", "rfm", "lifecycle"} & data.keys():
             kwargs["segments"] = _segments(data)
         return cls(**kwargs)
@@ -262,12 +274,14 @@ def _topics(value: Any) -> Topics:
 def _thresholds(value: Any) -> Thresholds:
     if not isinstance(value, dict):
         raise ConfigError("thresholds: expected a table")
-    durations = {"cart_abandon_after", "churn_horizon", "experiment_window"}
+    durations = {"cart_abandon_after", "churn_horizon"}
     kwargs: dict[str, Any] = {}
     for k, v in value.items():
         key = f"thresholds.{k}"
         if k in durations:
             kwargs[f"{k}_ms"] = parse_duration_ms(v, key)
+        elif k == "experiment_window":
+            raise ConfigError(f"{key}: moved to `[experiments] window`")
         elif k in ("ltv_growth", "ltv_high"):
             raise ConfigError(f"{key}: moved to `ltv_tiers = [growth, high]` (currency units)")
         elif k == "churn_risk":
@@ -366,3 +380,20 @@ def _segments(data: dict[str, Any]) -> SegmentRules:
     if not rules.silent_days < rules.churn_warning_days < rules.churned_days:
         raise ConfigError("lifecycle: expected silent_days < churn_warning_days < churned_days")
     return rules
+
+
+def _experiments(value: Any) -> ExperimentSpec:
+    """`[experiments] goal = "order_paid", window = "7d"`."""
+    if not isinstance(value, dict) or set(value) - {"goal", "window"}:
+        raise ConfigError("experiments: expected a table with `goal` and `window`")
+    kwargs: dict[str, Any] = {}
+    if "goal" in value:
+        goal = value["goal"]
+        if not isinstance(goal, str) or not goal:
+            raise ConfigError(f"experiments.goal: expected an event type, got {goal!r}")
+        kwargs["goal"] = goal
+    if "window" in value:
+        kwargs["window_ms"] = parse_duration_ms(value["window"], "experiments.window")
+        if kwargs["window_ms"] <= 0:
+            raise ConfigError("experiments.window: must be > 0")
+    return ExperimentSpec(**kwargs)

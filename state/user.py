@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from state.breakdowns import BreakdownValues, record_breakdowns
 from state.clock import DayClock
@@ -40,6 +40,12 @@ class EventLike(Protocol):
     def region(self) -> str | None: ...
     @property
     def amount_cents(self) -> int: ...
+    @property
+    def campaign(self) -> str | None: ...
+    @property
+    def experiment(self) -> str | None: ...
+    @property
+    def variant(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -77,6 +83,12 @@ class UserState:
     money_base: list[int | None] = field(default_factory=lambda: [0, 0, None])
     # The lifecycle stage and RFM segment (indexes) last published on opspulse.segments.
     published: list[int | None] = field(default_factory=lambda: [None, None])
+    # Per push campaign: [first push_sent ts, last push_open ts] (state/kpis/push.py).
+    push: dict[str, list[int | None]] = field(default_factory=dict)
+    # Per experiment: [first exposure ts, its event id, variant, earliest goal ts at or
+    # after it]; goal instants inside the lateness bound (state/kpis/experiments.py).
+    experiments: dict[str, list[Any]] = field(default_factory=dict)
+    goal_ts: list[int] = field(default_factory=list)
 
 
 Handler = Callable[["UserState", "EventLike", int, "Context", list[Effect]], None]
@@ -130,7 +142,7 @@ class Context:
         return handlers
 
 
-OVERFLOW_KINDS = ("dedup_ids", "funnel_steps", "paid_orders")
+OVERFLOW_KINDS = ("dedup_ids", "funnel_steps", "paid_orders", "campaigns", "experiments")
 
 
 def apply(user: UserState | None, event: EventLike, ctx: Context) -> Applied:

@@ -45,10 +45,12 @@ def all_kpis() -> tuple[Kpi, ...]:
     from state.kpis.activity import Activity
     from state.kpis.breakdowns import Breakdowns
     from state.kpis.channels import Channels
+    from state.kpis.experiments import Experiments
     from state.kpis.funnels import Funnels
     from state.kpis.orders import Orders
     from state.kpis.paid_7d import Paid7d
     from state.kpis.period_retention import monthly, paying_monthly, weekly
+    from state.kpis.push import Push
     from state.kpis.reactivation import Reactivation
     from state.kpis.repurchase_cycle import RepurchaseCycle
     from state.kpis.segments import Segments
@@ -67,4 +69,6 @@ def all_kpis() -> tuple[Kpi, ...]:
         Funnels(),
         Breakdowns(),
         Channels(),
+        Push(),
+        Experiments(),
     )
