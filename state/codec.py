@@ -75,6 +75,7 @@ def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
             user.push,
             user.experiments,
             user.goal_ts,
+            user.carts,
         ]
     )
 
@@ -100,6 +101,7 @@ def decode_user(
     push: dict[str, list[int | None]] = {}
     experiments: dict[str, list[Any]] = {}
     goal_ts: list[int] = []
+    carts: list[list[Any]] = []
     money_base = [row[11], row[12], None if row[14] is None else clock.day(row[14])]
     if version in (3, 4, 5, USER_VERSION):
         steps_by_name, levels_by_name = row[17], row[18]
@@ -115,6 +117,8 @@ def decode_user(
                 push = row[26]
             if len(row) > 27:
                 experiments, goal_ts = row[27], row[28]
+            if len(row) > 29:
+                carts = row[29]
     elif version == 2:
         names = _positional_names(len(row[17]), funnel_names, written_funnels)
         steps_by_name = dict(zip(names, row[17], strict=True))
@@ -160,6 +164,7 @@ def decode_user(
         push=push,
         experiments=experiments,
         goal_ts=goal_ts,
+        carts=carts,
     )
 
 

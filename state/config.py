@@ -74,6 +74,7 @@ class Limits:
     paid_orders_per_user: int = 256  # paid-order instants kept inside the window (repurchase)
     campaigns_per_user: int = 64  # push campaigns remembered per user (the most recent)
     experiments_per_user: int = 16  # experiments a user's exposures are kept for
+    carts_per_user: int = 256  # add_to_cart events kept inside the window (cart triggers)
 
 
 @dataclass(frozen=True)

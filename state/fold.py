@@ -13,6 +13,7 @@ from typing import Protocol
 
 from state.config import Config
 from state.kpis.segments import SegmentChanges
+from state.kpis.triggers import CartTriggers
 from state.outbox import Outbox
 from state.partials import Partials
 from state.timers import Timers
@@ -56,6 +57,7 @@ class Fold:
         # The horizon may lag the watermarks (that only keeps more state): move it once a minute.
         self._next_horizon_update = 0
         self.segment_changes = SegmentChanges(self)
+        self.cart_triggers = CartTriggers(self)
 
     def apply_batch(
         self, events: Iterable[tuple[str, EventLike]], source: Hashable
@@ -98,6 +100,8 @@ class Fold:
             if ctx.reclassified:
                 ctx.reclassified = False
                 publish(user_id, result.user, ts)
+            if ctx.carts_changed:
+                self.cart_triggers.after_event(user_id, result.user)
         return late
 
     def apply_spend(self, events: Iterable[SpendLike], source: Hashable) -> list[SpendLike]:

@@ -89,6 +89,8 @@ class UserState:
     # after it]; goal instants inside the lateness bound (state/kpis/experiments.py).
     experiments: dict[str, list[Any]] = field(default_factory=dict)
     goal_ts: list[int] = field(default_factory=list)
+    # Carts a late event can still reach: [ts, event id, state] (state/kpis/triggers.py).
+    carts: list[list[Any]] = field(default_factory=list)
 
 
 Handler = Callable[["UserState", "EventLike", int, "Context", list[Effect]], None]
@@ -120,6 +122,9 @@ class Context:
                 self.step_of.setdefault(step_type, []).append((f_index, s_index))
         self.horizon_ms = 0
         self.reclassified = False  # set by an event that changed what classes depend on
+        # Set by an event that changed the user's carts; the fired carts it settled.
+        self.carts_changed = False
+        self.settled: list[list[Any]] = []
         self.max_dedup_ids = config.limits.dedup_ids_per_user
         self.max_funnel_steps = config.limits.funnel_steps_per_user
         self.max_orders = config.limits.paid_orders_per_user
@@ -142,7 +147,9 @@ class Context:
         return handlers
 
 
-OVERFLOW_KINDS = ("dedup_ids", "funnel_steps", "paid_orders", "campaigns", "experiments")
+OVERFLOW_KINDS = (
+    "dedup_ids", "funnel_steps", "paid_orders", "campaigns", "experiments", "carts",
+)  # fmt: skip
 
 
 def apply(user: UserState | None, event: EventLike, ctx: Context) -> Applied:

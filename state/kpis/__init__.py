@@ -54,6 +54,7 @@ def all_kpis() -> tuple[Kpi, ...]:
     from state.kpis.reactivation import Reactivation
     from state.kpis.repurchase_cycle import RepurchaseCycle
     from state.kpis.segments import Segments
+    from state.kpis.triggers import Carts
 
     # The cohort views and segments read the record as it was before the event: they
     # come first.
@@ -64,6 +65,7 @@ def all_kpis() -> tuple[Kpi, ...]:
     return (
         *cohort_views,
         RepurchaseCycle(),
+        Carts(),  # reads the paid instants the repurchase cycle keeps
         Activity(),
         Orders(),
         Funnels(),

@@ -47,6 +47,7 @@ class Cluster:
             f'[topics]\nclicks = "it-{run}.clicks"\norders = "it-{run}.orders"\n'
             f'spend = "it-{run}.spend"\n'
             f'dlq = "it-{run}.dlq"\nkpi = "it-{run}.kpi"\nsegments = "it-{run}.segments"\n'
+            f'triggers = "it-{run}.triggers"\n'
             f"partitions = {partitions}\n"
         )
         self.config = load_config(str(self.config_path))

@@ -15,7 +15,12 @@ async def create_topic(bootstrap, name, partitions):
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])
-        described = await admin.describe_topics([name])
+        # Creation returns before every broker's metadata has the partitions: wait.
+        for _ in range(50):
+            described = await admin.describe_topics([name])
+            if described[0]["partitions"]:
+                break
+            await asyncio.sleep(0.1)
         assert len(described[0]["partitions"]) == partitions
     finally:
         await admin.close()

@@ -76,7 +76,9 @@ async def test_kill_9_mid_stream_and_restart_counts_every_event_once(cluster):
     await producing
     live = await cluster.wait_consumed(timeout=180)
     replayed_segments = cluster.tmp / "segments.jsonl"
-    assert same_numbers(live, cluster.replay({"segments": replayed_segments})) == {}
+    replayed_triggers = cluster.tmp / "triggers.jsonl"
+    outputs = {"segments": replayed_segments, "triggers": replayed_triggers}
+    assert same_numbers(live, cluster.replay(outputs)) == {}
     assert await cluster.wait_lag_zero() == 0
     # Segment changes exactly once: per user and kind each record starts where the
     # previous one ended, and the last ones are those replay publishes.
@@ -86,6 +88,30 @@ async def test_kill_9_mid_stream_and_restart_counts_every_event_once(cluster):
     replayed = [orjson.loads(line) for line in replayed_segments.read_bytes().splitlines()]
     assert len(records) > 1000
     assert last_classes(records) == last_classes(replayed)
+    # Cart triggers exactly once: each cart published at most once, retracted at most
+    # once and only after it was published; the carts left abandoned are replay's.
+    triggers = [
+        orjson.loads(r.value) for r in await cluster.read_topic(cluster.config.topics.triggers)
+    ]
+    replayed = [orjson.loads(line) for line in replayed_triggers.read_bytes().splitlines()]
+    assert len(triggers) > 50
+    assert abandoned(triggers) == abandoned(replayed)
+    assert sum(live["triggers"]["cart_abandoned"].values()) == len(abandoned(triggers))
+
+
+def abandoned(records: list[dict]) -> set:
+    """The carts published and not retracted, checking the once-only rules."""
+    published: set = set()
+    retracted: set = set()
+    for r in records:
+        cart = (r["user_id"], r["cart_event_id"])
+        if r.get("retracted"):
+            assert cart in published and cart not in retracted, r
+            retracted.add(cart)
+        else:
+            assert cart not in published, r
+            published.add(cart)
+    return published - retracted
 
 
 def last_classes(records: list[dict]) -> dict:

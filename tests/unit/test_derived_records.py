@@ -1,4 +1,4 @@
-"""Timers and derived records travel with the partition's state: the worker commits
+"""Timers and derived records (here: cart triggers) travel with the partition's state: the worker commits
 pending timers (tombstones once fired) and the outbox in the state transaction, a
 new owner restores the timers, and replay writes the same derived records."""
 
@@ -15,73 +15,47 @@ T0 = 1_793_491_200_000
 MINUTE = 60_000
 
 
-def remind_after_cart(fold: Fold) -> Fold:
-    """A toy KPI: every add_to_cart schedules a reminder 30 min later (the latest wins)."""
-
-    def on_remind(f, due_ms, user_id):
-        f.outbox.emit("triggers", user_id, {"kind": "remind", "user_id": user_id, "ts": due_ms})
-
-    fold.timer_handlers["remind"] = on_remind
-    apply_batch = fold.apply_batch
-
-    def apply_and_schedule(events, source):
-        late = []
-        for user_id, event in events:  # one at a time, as a KPI inside `apply` would
-            late += apply_batch([(user_id, event)], source)
-            if event.type == "add_to_cart" and not late:
-                fold.timers.schedule(event.ts + 30 * MINUTE, "remind", user_id)
-        return late
-
-    fold.apply_batch = apply_and_schedule
-    return fold
-
-
 EVENTS = [
     Event("e1", "u1", T0, "add_to_cart"),
     Event("e2", "u2", T0 + MINUTE, "add_to_cart"),
     Event("e3", "u1", T0 + 30 * MINUTE + 30_000, "page_view"),  # u1 due (not u2): fires
 ]
+ABANDONED = {"kind": "cart_abandoned", "user_id": "u1", "ts": T0 + 30 * MINUTE, "cart_ts": T0,
+             "cart_event_id": "e1"}  # fmt: skip
 
 
 async def test_timers_and_outbox_are_committed_with_the_state_and_restored():
     config = Config()
     store = PartitionStore("unused:9092", "t", 0, config)
-    fold = remind_after_cart(Fold(config, [("clicks", 0), ("orders", 0)]))
+    fold = Fold(config, [("clicks", 0), ("orders", 0)])
     fold.apply_batch([(e.user_id, e) for e in EVENTS], ("clicks", 0))
     out = Outgoing()
     store.collect(fold, {"clicks": 2}, out)
 
     state = {key: value for topic, _, key, value, _ in out.records if topic == "t.state"}
-    assert state[b"t/remind/u1"] is None  # fired: a tombstone
-    assert state[b"t/remind/u2"] == str(T0 + 31 * MINUTE).encode()
+    assert state[b"t/cart/u1"] is None  # fired: a tombstone
+    assert state[b"t/cart/u2"] == str(T0 + 31 * MINUTE).encode()
     triggers = [(key, orjson.loads(value)) for topic, _, key, value, _ in out.records
                 if topic == config.topics.triggers]  # fmt: skip
-    assert triggers == [(b"u1", {"kind": "remind", "user_id": "u1", "ts": T0 + 30 * MINUTE})]
+    assert triggers == [(b"u1", ABANDONED)]
 
     restored = Fold(config, [("clicks", 0), ("orders", 0)])
     store.restore(restored, state)
-    assert restored.timers.due_of("remind", "u2") == T0 + 31 * MINUTE
-    assert restored.timers.due_of("remind", "u1") is None
+    assert restored.timers.due_of("cart", "u2") == T0 + 31 * MINUTE
+    assert restored.timers.due_of("cart", "u1") is None
     assert restored.timers.take_changes() == {}
 
 
-def test_replay_writes_the_derived_records_the_worker_would_send(tmp_path, monkeypatch):
+def test_replay_writes_the_derived_records_the_worker_would_send(tmp_path):
     clicks = tmp_path / "clicks.jsonl"
     clicks.write_bytes(b"".join(
         orjson.dumps({"event_id": e.event_id, "user_id": e.user_id, "ts": e.ts, "type": e.type}) + b"\n"
         for e in EVENTS
     ))  # fmt: skip
-    original_init = Fold.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        remind_after_cart(self)
-
-    monkeypatch.setattr(Fold, "__init__", init)
     out = tmp_path / "triggers.jsonl"
     replay_files(Config(), clicks, None, derived_outputs={"triggers": out})
     lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
-    assert lines == [{"kind": "remind", "user_id": "u1", "ts": T0 + 30 * MINUTE}]
+    assert lines == [ABANDONED]
 
 
 def test_an_unknown_derived_kind_is_refused():

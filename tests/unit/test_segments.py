@@ -111,7 +111,9 @@ def chains(records):
     """Segment change records per (user, kind), in publication order."""
     out = {}
     for r in records:
-        assert r.kind == "segments" and r.key == r.value["user_id"]
+        if r.kind != "segments":
+            continue
+        assert r.key == r.value["user_id"]
         out.setdefault((r.value["user_id"], r.value["kind"]), []).append(r.value)
     return out
 
