@@ -227,6 +227,8 @@ def _current_period_gauges(partials: Any, config: Config, today: int) -> Iterato
             family.add_metric([value], n)
         yield family
 
+    yield from _channel_gauges(report["channels"], today, config.breakdowns.max_values)
+
     cohorts = report["cohorts"]
     retained = GaugeMetricFamily(
         "opspulse_cohort_users",
@@ -273,3 +275,68 @@ def _current_period_gauges(partials: Any, config: Config, today: int) -> Iterato
     activation.add_metric(["new"], cohort["new_users"])
     activation.add_metric(["activated"], cohort["activated"])
     yield activation
+
+
+CHANNEL_WINDOW_DAYS = 30
+CHANNEL_COHORT_DAYS = (1, 7, 30)
+
+
+def _channel_gauges(channels: dict[str, Any], today: int, max_channels: int) -> Iterator[Any]:
+    """Per acquisition channel: today's and the last 30 days' new users, revenue and spend
+    (CAC and ROI are PromQL divisions), and the cohorts that started 1, 7 and 30 days ago:
+    size, retained that day, paid within 7 days. Spend channels are free strings: beyond
+    `max_channels` (by new users, then spend) the rest is summed as "other"."""
+    iso = DayClock.iso
+    window = {iso(d) for d in range(today - CHANNEL_WINDOW_DAYS + 1, today + 1)}
+    figures: dict[str, dict[str, float]] = {}
+    cohorts: dict[str, dict[tuple[str, str], int]] = {}
+    for channel, body in channels.items():
+        days = body["days"]
+        recent = [row for d, row in days.items() if d in window]
+        row_today = days.get(iso(today), {})
+        figures[channel] = {
+            "new_users_today": row_today.get("new_users", 0),
+            "revenue_today": row_today.get("revenue", 0.0),
+            "spend_today": row_today.get("spend", 0.0),
+            "new_users_30d": sum(r["new_users"] for r in recent),
+            "revenue_30d": round(sum(r["revenue"] for r in recent), 2),
+            "spend_30d": round(sum(r["spend"] for r in recent), 2),
+        }
+        mine = cohorts[channel] = {}
+        for n in CHANNEL_COHORT_DAYS:
+            retention = body["retention"].get(iso(today - n))
+            if retention is not None and len(retention) == n + 1:
+                mine[(str(n), "size")] = retention[0]
+                mine[(str(n), "retained")] = retention[n]
+                mine[(str(n), "paid_7d")] = days.get(iso(today - n), {}).get("paid_7d", 0)
+    ranked = sorted(
+        figures, key=lambda c: (-figures[c]["new_users_30d"], -figures[c]["spend_30d"], c)
+    )
+    if len(ranked) > max_channels:
+        for channel in ranked[max_channels:]:
+            other = figures.setdefault("other", dict.fromkeys(figures[channel], 0))
+            for k, v in figures.pop(channel).items():
+                other[k] += v
+            into = cohorts.setdefault("other", {})
+            for k, n in cohorts.pop(channel).items():
+                into[k] = into.get(k, 0) + n
+    money = GaugeMetricFamily(
+        "opspulse_channel",
+        "Per acquisition channel: new users, revenue (GMV - refunds, currency units) and "
+        "spend (currency units), today and over the last 30 days",
+        labels=["channel", "figure"],
+    )
+    for channel, values in sorted(figures.items()):
+        for figure, value in values.items():
+            money.add_metric([channel, figure], value)
+    yield money
+    cohort = GaugeMetricFamily(
+        "opspulse_channel_cohort_users",
+        "Per acquisition channel, the cohort that started `days_ago` days ago: its size, "
+        "those active today (retained at day n), those who paid within 7 days",
+        labels=["channel", "days_ago", "of"],
+    )
+    for channel, values in sorted(cohorts.items()):
+        for (days_ago, of), n in sorted(values.items()):
+            cohort.add_metric([channel, days_ago, of], n)
+    yield cohort

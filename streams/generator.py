@@ -14,13 +14,14 @@ The model (cheap, but shaped like a consumer shop):
   ``login`` (or straight into page views, or ``push_open``). Sessions browse
   pages (``page_view``), some ``add_to_cart`` (which shows the cart page and
   the ``checkout_button`` experiment: ``exposure`` with the user's sticky
-  variant), some ``checkout``, ``order_created`` and then ``order_paid``
+  variant, re-exposed on every cart; 3% of exposures leak the other variant, so
+  some users see both), some ``checkout``, ``order_created`` and then ``order_paid``
   (items from a long-tailed catalogue, lognormal prices, 2-decimal amounts);
   a few paid orders are refunded hours to days later (``order_refunded``,
   same ``order_id``, amount <= paid). Treatment converts slightly better.
-- One push campaign a day goes to a share of the existing users in their
-  local evening (``push_sent``); some open it (``push_open``), which starts a
-  session.
+- One push campaign a day goes to a share of the existing users at the
+  campaign's local hour (08:00 to 20:00; ``push_sent``); some open it
+  (``push_open``, evening pushes more often), which starts a session.
 - Spend: one event per paid channel per day (new users x cost per install).
 - A fraction of events is redelivered (an identical copy, 1 s to 5 min of
   event time later in the stream) and, on request, malformed lines are mixed
@@ -94,6 +95,10 @@ DIURNAL = (
     4.3, 4.1, 3.6, 3.5, 3.6, 3.9, 4.4, 5.1, 5.8, 6.0, 5.3, 3.8,
 )  # fmt: skip
 CAMPAIGNS = ("winback", "flash_sale", "new_arrivals", "price_drop", "weekend_deals")
+# Each campaign goes out at its own local hour; evening pushes are opened more often.
+PUSH_HOURS = (20, 8, 18, 12, 20)
+PUSH_HOUR_OPEN = {8: 0.75, 12: 0.9, 18: 1.1, 20: 1.25}
+EXPOSURE_LEAK = 0.03  # exposures that show the other variant (a leaky assignment)
 STATIC_PAGES = (
     "/", "/search", "/deals", "/category/electronics", "/category/fashion",
     "/category/home", "/category/beauty", "/account",
@@ -401,7 +406,7 @@ class _Simulation:
         pushed = np.flatnonzero(rng.random(old) < target_p)
         sent = (
             day_start
-            + ((18 - self.reg_offset[users["reg"][pushed]]) % 24) * HOUR_MS
+            + ((PUSH_HOURS[campaign] - self.reg_offset[users["reg"][pushed]]) % 24) * HOUR_MS
             + rng.integers(0, HOUR_MS, len(pushed))
         )
         batches.append(
@@ -416,6 +421,7 @@ class _Simulation:
             )  # fmt: skip
         )
         p_open = self.chan_open[chan_all[pushed]] * np.clip(engage_all[pushed], 0.3, 2.0)
+        p_open *= PUSH_HOUR_OPEN[PUSH_HOURS[campaign]]
         opened = rng.random(len(pushed)) < p_open
         open_user = pushed[opened]
         open_ts = sent[opened] + np.clip(
@@ -542,7 +548,8 @@ class _Simulation:
         sku = self._skus(len(pv))
         aux[pv] = np.where(item_page, len(STATIC_PAGES) + sku, static)
         expo = typ == EXPOSURE
-        aux[expo] = variant[row_s[expo]]
+        leak = rng.random(int(expo.sum())) < EXPOSURE_LEAK
+        aux[expo] = variant[row_s[expo]] ^ leak
 
         # orders: items from the catalogue, lognormal prices ending in .00/.90/.99
         o_sess = np.flatnonzero(crt)

@@ -26,7 +26,10 @@ from agents.topics import ensure_topics
 from streams.generator import GeneratorSpec, generate
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPARED = ("days", "retention", "funnels", "events", "channels", "breakdowns", "cohorts")
+COMPARED = (
+    "days", "retention", "funnels", "events", "channels", "breakdowns", "cohorts",
+    "experiments", "push", "triggers",
+)  # fmt: skip
 SPEND_PARTITIONS = 3  # spend has its own partition count (not the user partitions')
 
 

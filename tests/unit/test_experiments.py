@@ -6,12 +6,12 @@ coverage under continuous monitoring by simulation."""
 
 import math
 import random
-from collections import defaultdict
 
 import chdb
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from naive_actions import naive_experiments
 from strategies import T0
 
 from state.config import DAY_MS, Config
@@ -22,23 +22,6 @@ from state.report import build_report
 from streams.events import Event
 
 WINDOW = 7 * DAY_MS
-
-
-def naive_counts(events, goal="order_paid"):
-    unique = list({e.event_id: e for e in events}.values())
-    first = {}
-    for e in unique:
-        if e.type == "exposure" and e.experiment and e.variant:
-            key = (e.user_id, e.experiment)
-            if key not in first or (e.ts, e.event_id) < (first[key].ts, first[key].event_id):
-                first[key] = e
-    counts = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for (user, experiment), e in first.items():
-        row = counts[experiment][e.variant]
-        row[0] += 1
-        row[1] += any(g.user_id == user and g.type == goal and e.ts <= g.ts <= e.ts + WINDOW
-                      for g in unique)  # fmt: skip
-    return {x: {v: list(c) for v, c in sorted(vs.items())} for x, vs in sorted(counts.items())}
 
 
 @st.composite
@@ -76,7 +59,7 @@ def test_exposed_and_converted_equal_the_naive_reference(events, seed):
     merged = Partials(funnel_steps=folds[0].partials.funnel_steps)
     for fold in folds:
         merged.merge(fold.partials)
-    assert counts_of(build_report(merged, config)) == naive_counts(events)
+    assert counts_of(build_report(merged, config)) == naive_experiments(events)
 
 
 def test_window_edges_and_first_exposure_win():

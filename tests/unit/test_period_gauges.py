@@ -75,3 +75,32 @@ def test_workers_gauges_sum_to_the_cluster_report(tmp_path):
         )
         > 0
     )
+
+    # Channels: summed over workers, the report's per-channel figures.
+    iso = DayClock.iso
+    window = {iso(d) for d in range(today - 29, today + 1)}
+    for channel, body in merged["channels"].items():
+        new_30d = sum(r["new_users"] for d, r in body["days"].items() if d in window)
+        assert whole[("opspulse_channel", (("channel", channel), ("figure", "new_users_30d")))] == (
+            new_30d
+        )
+        row = body["retention"].get(iso(today - 7))
+        if row is not None:
+            key = (("channel", channel), ("days_ago", "7"), ("of", "retained"))
+            assert whole[("opspulse_channel_cohort_users", key)] == row[7]
+    assert sum(v for (name, _), v in whole.items() if name == "opspulse_channel_cohort_users") > 0
+
+
+def test_channel_labels_are_bounded():
+    from agents.metrics import _channel_gauges
+
+    day = {"new_users": 1, "paid_7d": 0, "revenue": 2.5, "spend": 1.0, "cac": 1.0}
+    channels = {
+        f"c{i}": {"days": {DayClock.iso(20758): dict(day, new_users=i)}, "retention": {}}
+        for i in range(10)
+    }
+    samples = [s for family in _channel_gauges(channels, 20758, 3) for s in family.samples]
+    labels = {s.labels["channel"] for s in samples}
+    assert labels == {"c9", "c8", "c7", "other"}
+    other = {s.labels["figure"]: s.value for s in samples if s.labels["channel"] == "other"}
+    assert other["new_users_today"] == sum(range(7)) and other["revenue_30d"] == 2.5 * 7

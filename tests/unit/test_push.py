@@ -3,13 +3,11 @@ per campaign sent, opened, open rate and by local hour of the first send — in 
 arrival order inside the lateness bound, split across partitions, in non-UTC
 timezones."""
 
-import datetime as dt
 import random
-import zoneinfo
-from collections import defaultdict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from naive_actions import naive_push
 from strategies import T0, TIMEZONES
 
 from state.config import DAY_MS, Config
@@ -17,30 +15,6 @@ from state.fold import Fold
 from state.partials import Partials
 from state.report import build_report
 from streams.events import Event
-
-
-def naive_push(events, tz):
-    unique = list({e.event_id: e for e in events}.values())
-    sends, opens = defaultdict(list), defaultdict(list)
-    for e in unique:
-        if e.type == "push_sent":
-            sends[(e.user_id, e.campaign or "unknown")].append(e.ts)
-        elif e.type == "push_open":
-            opens[(e.user_id, e.campaign or "unknown")].append(e.ts)
-    out = {}
-    for (user, campaign), times in sends.items():
-        first = min(times)
-        hour = dt.datetime.fromtimestamp(first / 1000, zoneinfo.ZoneInfo(tz)).hour
-        opened = any(t >= first for t in opens[(user, campaign)])
-        c = out.setdefault(campaign, {"sent": 0, "opened": 0,
-                                      "by_hour": {str(h): [0, 0] for h in range(24)}})  # fmt: skip
-        c["sent"] += 1
-        c["opened"] += opened
-        c["by_hour"][str(hour)][0] += 1
-        c["by_hour"][str(hour)][1] += opened
-    for c in out.values():
-        c["open_rate"] = c["opened"] / c["sent"]
-    return dict(sorted(out.items()))
 
 
 @st.composite

@@ -8,6 +8,7 @@ from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from naive_actions import naive_abandoned
 from strategies import T0
 
 from state.clock import DayClock
@@ -19,24 +20,6 @@ from streams.events import Event
 
 MINUTE = 60_000
 DELAY = 30 * MINUTE
-
-
-def naive_abandoned(events, delay=DELAY):
-    """Carts (user, ts, event id) with no order_paid and no other add_to_cart of the
-    user in (ts, ts + delay]."""
-    unique = list({e.event_id: e for e in events}.values())
-    out = set()
-    for cart in unique:
-        if cart.type != "add_to_cart":
-            continue
-        if not any(
-            e.user_id == cart.user_id
-            and e.type in ("order_paid", "add_to_cart")
-            and cart.ts < e.ts <= cart.ts + delay
-            for e in unique
-        ):
-            out.add((cart.user_id, cart.ts, cart.event_id))
-    return out
 
 
 @st.composite
