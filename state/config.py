@@ -99,6 +99,8 @@ class ExperimentSpec:
 
     goal: str = "order_paid"
     window_ms: int = 7 * DAY_MS
+    # Intended traffic split per experiment, {variant: weight} (default: equal), for SRM.
+    weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 BREAKDOWN_DIMENSIONS = ("channel", "device", "region")
@@ -384,9 +386,10 @@ def _segments(data: dict[str, Any]) -> SegmentRules:
 
 
 def _experiments(value: Any) -> ExperimentSpec:
-    """`[experiments] goal = "order_paid", window = "7d"`."""
-    if not isinstance(value, dict) or set(value) - {"goal", "window"}:
-        raise ConfigError("experiments: expected a table with `goal` and `window`")
+    """`[experiments] goal = "order_paid", window = "7d"` and `[experiments.weights]`
+    `<experiment> = {<variant> = weight, ...}`."""
+    if not isinstance(value, dict) or set(value) - {"goal", "window", "weights"}:
+        raise ConfigError("experiments: expected a table with `goal`, `window` and `weights`")
     kwargs: dict[str, Any] = {}
     if "goal" in value:
         goal = value["goal"]
@@ -397,4 +400,16 @@ def _experiments(value: Any) -> ExperimentSpec:
         kwargs["window_ms"] = parse_duration_ms(value["window"], "experiments.window")
         if kwargs["window_ms"] <= 0:
             raise ConfigError("experiments.window: must be > 0")
+    if "weights" in value:
+        weights = value["weights"]
+        if not isinstance(weights, dict):
+            raise ConfigError("experiments.weights: expected a table of experiments")
+        for name, split in weights.items():
+            key = f"experiments.weights.{name}"
+            if not isinstance(split, dict) or len(split) < 2:
+                raise ConfigError(f"{key}: expected {{variant = weight, ...}} with 2+ variants")
+            for variant, w in split.items():
+                if isinstance(w, bool) or not isinstance(w, int | float) or w <= 0:
+                    raise ConfigError(f"{key}.{variant}: expected a weight > 0, got {w!r}")
+        kwargs["weights"] = {n: {v: float(w) for v, w in s.items()} for n, s in weights.items()}
     return ExperimentSpec(**kwargs)

@@ -98,11 +98,17 @@ class Experiments:
                     total = [total[0] + row[0], total[1] + row[1]]
                 if total[0]:
                     counts.setdefault(experiment, {})[variant] = total
-        report["experiments"] = {name: summary(variants) for name, variants in counts.items()}
+        weights = config.experiments.weights
+        report["experiments"] = {
+            name: summary(variants, weights.get(name)) for name, variants in counts.items()
+        }
 
 
-def summary(variants: dict[str, list[int]]) -> dict[str, Any]:
-    """One experiment's report entry from its variants' [exposed, converted]."""
+def summary(
+    variants: dict[str, list[int]], weights: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """One experiment's report entry from its variants' [exposed, converted] and the
+    intended split (`weights`, default equal)."""
     control = "control" if "control" in variants else min(variants)
     n_c, x_c = variants[control]
     rate_c = ratio(x_c, n_c)
@@ -122,8 +128,10 @@ def summary(variants: dict[str, list[int]]) -> dict[str, Any]:
                 ci=lift_confidence_sequence(x_c, n_c, x, n),
             )
         out[variant] = entry
-    exposed = [variants[v][0] for v in sorted(variants)]
-    return {"control": control, "srm_p_value": srm_p_value(exposed), "variants": out}
+    names = sorted(variants.keys() | (weights or {}).keys())
+    exposed = [variants[v][0] if v in variants else 0 for v in names]
+    shares = [weights.get(v, 0.0) for v in names] if weights else None
+    return {"control": control, "srm_p_value": srm_p_value(exposed, shares), "variants": out}
 
 
 def z_test_p_value(x_a: int, n_a: int, x_b: int, n_b: int) -> float | None:
@@ -158,15 +166,22 @@ def lift_confidence_sequence(
     return [lift - half, lift + half]
 
 
-def srm_p_value(exposed: list[int]) -> float | None:
-    """Chi-square goodness of fit of the exposure counts against an equal split;
-    None when an expected count is under 5 (the test would mislead)."""
+def srm_p_value(exposed: list[int], weights: list[float] | None = None) -> float | None:
+    """Chi-square goodness of fit of the exposure counts against the intended split
+    (`weights`, default equal); None when an expected count is under 5 (the test would
+    mislead); 0 when a variant outside the split has exposures (certainly broken)."""
     total = sum(exposed)
-    if len(exposed) < 2 or total / len(exposed) < 5:
+    shares = weights or [1.0] * len(exposed)
+    expected = [total * w / sum(shares) for w in shares]
+    if any(n and not e for n, e in zip(exposed, expected, strict=True)):
+        return 0.0
+    observed = [n for n, e in zip(exposed, expected, strict=True) if e]
+    expected = [e for e in expected if e]
+    if len(observed) < 2 or min(expected) < 5:
         return None
     from scipy import stats
 
-    return float(stats.chisquare(exposed).pvalue)
+    return float(stats.chisquare(observed, expected).pvalue)
 
 
 def _converted(record: list[Any], window_ms: int) -> bool:

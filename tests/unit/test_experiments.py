@@ -102,6 +102,28 @@ def test_p_values_equal_clickhouse_and_scipy():
     assert lift_confidence_sequence(1, 10, 2, 10) is None and srm_p_value([3, 4]) is None
 
 
+def test_srm_against_a_configured_split():
+    import tomllib
+
+    from state.config import Config
+
+    # 90/10 as intended: no mismatch; 80/20 against 90/10: chi² = 100²/900 + 100²/100.
+    assert srm_p_value([900, 100], [0.9, 0.1]) == 1.0
+    chi2 = 100**2 / 900 + 100**2 / 100
+    assert abs(srm_p_value([800, 200], [9, 1]) - math.erfc(math.sqrt(chi2 / 2))) < 1e-12
+    config = Config.from_mapping(
+        tomllib.loads("[experiments.weights]\ncheckout_button = {control = 9, treatment = 1}\n")
+    )
+    split = config.experiments.weights["checkout_button"]
+    out = summary({"control": [800, 10], "treatment": [200, 3]}, split)
+    assert abs(out["srm_p_value"] - math.erfc(math.sqrt(chi2 / 2))) < 1e-12
+    # A variant outside the intended split: the assignment is certainly broken.
+    assert (
+        summary({"control": [800, 1], "treatment": [100, 1], "x": [9, 0]}, split)["srm_p_value"]
+        == 0.0
+    )
+
+
 def test_summary_names_the_control_and_leaves_its_comparisons_null():
     out = summary({"control": [1000, 320], "gift_b": [1000, 380]})
     assert out["control"] == "control"

@@ -110,6 +110,10 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
         ("allowed_lateness = -3\n", "allowed_lateness"),
         ("colour = 'blue'\n", "colour"),
         ("[topics]\npartitions = 0\n", "topics.partitions"),
+        ("[experiments.weights]\nx = {a = 1, b = 0}\n", "experiments.weights.x.b"),
+        ("[experiments.weights]\nx = {a = 1}\n", "experiments.weights.x"),
+        ("[thresholds]\nexperiment_window = '7d'\n", "thresholds.experiment_window"),
+        ("[limits]\ncarts_per_user = 0\n", "limits.carts_per_user"),
     ],
 )
 def test_config_errors_name_the_bad_key(tmp_path, toml, key):
