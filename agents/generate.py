@@ -39,6 +39,46 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--invalid-rate", type=float, default=0.0, help="fraction of malformed lines added"
     )
     parser.add_argument("--gzip", action="store_true", help="write .jsonl.gz files")
+    parser.add_argument(
+        "--incident",
+        metavar="SPEC",
+        help="inject a failing step, e.g. 'start=2026-11-05T19:00:00Z,minutes=30,"
+        "step=order_paid,device=android,factor=0.3' (step: checkout, order_created, "
+        "order_paid; one of device=, channel=, region=)",
+    )
+
+
+def parse_incident(text: str) -> object:
+    """`--incident` → streams.generator.Incident; UsageError naming what is wrong."""
+    from agents.cli import UsageError, _instant
+    from streams.generator import Incident
+
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not value:
+            raise UsageError(f"--incident: expected key=value pairs, got {part!r}")
+        fields[key.strip()] = value.strip()
+    if "start" not in fields:
+        raise UsageError("--incident: start= is required (RFC 3339 or epoch ms)")
+    kwargs: dict[str, object] = {"start_ms": _instant(fields.pop("start"), "--incident start")}
+    dims = [d for d in ("device", "channel", "region") if d in fields]
+    if len(dims) > 1:
+        raise UsageError("--incident: one of device=, channel=, region=")
+    if dims:
+        kwargs["dimension"], kwargs["value"] = dims[0], fields.pop(dims[0])
+    try:
+        if "minutes" in fields:
+            kwargs["minutes"] = int(fields.pop("minutes"))
+        if "factor" in fields:
+            kwargs["factor"] = float(fields.pop("factor"))
+        if "step" in fields:
+            kwargs["step"] = fields.pop("step")
+        if fields:
+            raise ValueError(f"unknown keys {', '.join(sorted(fields))}")
+        return Incident(**kwargs)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise UsageError(f"--incident: {exc}") from None
 
 
 class _Progress:
@@ -64,9 +104,11 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError("--duplicate-rate and --invalid-rate must be in [0, 1)")
     if args.rate < 0:
         raise UsageError("--rate must be >= 0")
+    incident = parse_incident(args.incident) if args.incident else None
     spec = GeneratorSpec(
         seed=args.seed, days=args.days, start=args.start, new_users_per_day=args.users_per_day,
         duplicate_rate=args.duplicate_rate, invalid_rate=args.invalid_rate,
+        incident=incident,
     )  # fmt: skip
     started = time.monotonic()
     if args.kafka:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip as gzip_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,37 @@ _ORDER_BAD = np.array(
 )
 
 
+INCIDENT_STEPS = ("checkout", "order_created", "order_paid")
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A funnel step failing for one breakdown value for a while: sessions of users with
+    `dimension` = `value` starting in [start, start + minutes) reach `step` with their
+    usual probability times `factor` (for alert tests and the demo)."""
+
+    start_ms: int
+    minutes: int = 30
+    step: str = "order_paid"
+    dimension: str = "device"
+    value: str = "android"
+    factor: float = 0.3
+
+    def __post_init__(self) -> None:
+        known: dict[str, Collection[str]] = {
+            "device": DEVICES, "channel": CHANNELS, "region": REGIONS,
+        }  # fmt: skip
+        if self.step not in INCIDENT_STEPS:
+            raise ValueError(f"incident step must be one of {', '.join(INCIDENT_STEPS)}")
+        if self.dimension not in known or self.value not in known[self.dimension]:
+            raise ValueError(
+                f"incident {self.dimension}={self.value}: expected device, channel or region "
+                "and one of its generated values"
+            )
+        if self.minutes <= 0 or not 0 <= self.factor <= 1:
+            raise ValueError("incident minutes must be > 0 and factor in [0, 1]")
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     seed: int = 1
@@ -157,6 +188,7 @@ class GeneratorSpec:
     push_rate: float = 0.25  # share of users aged 1-30 days sent the day's push
     refund_rate: float = 0.08  # share of paid orders refunded (about 40% of them partially)
     currency: str = "CNY"
+    incident: Incident | None = None
 
     def __post_init__(self) -> None:
         dt.date.fromisoformat(self.start)
@@ -508,9 +540,12 @@ class _Simulation:
         n_pv1 = rng.geometric(0.18, S)
         cart = rng.random(S) < np.minimum(0.22 * buy, 0.85)
         n_pv2 = np.where(cart, rng.geometric(0.55, S) - 1, 0)
-        chk = cart & (rng.random(S) < np.minimum(0.42 * lift, 0.95))
-        crt = chk & (rng.random(S) < np.minimum(0.5 * np.sqrt(buy) * lift, 0.95))
-        paid = crt & (rng.random(S) < 0.87)
+        hit = self._incident_factors(s_user, s_start)
+        chk = cart & (rng.random(S) < np.minimum(0.42 * lift, 0.95) * hit["checkout"])
+        crt = chk & (
+            rng.random(S) < np.minimum(0.5 * np.sqrt(buy) * lift, 0.95) * hit["order_created"]
+        )
+        paid = crt & (rng.random(S) < 0.87 * hit["order_paid"])
         seg_len = np.stack([s_head != 0, n_pv1, cart, cart, n_pv2, chk, crt, paid], axis=1).astype(
             np.int64
         )
@@ -599,6 +634,27 @@ class _Simulation:
         return [batch, refunds]
 
     # ---------------------------------------------------------- serialisation
+    def _incident_factors(self, s_user: np.ndarray, s_start: np.ndarray) -> dict[str, Any]:
+        """Per step, the success factor of each session (1 outside the incident)."""
+        factors: dict[str, Any] = dict.fromkeys(INCIDENT_STEPS, 1.0)
+        incident = self.spec.incident
+        if incident is None:
+            return factors
+        ndev, nreg = len(self.spec.devices), len(self.spec.regions)
+        attr = self.users["attr"][s_user]
+        index = {
+            "device": (attr // nreg) % ndev, "channel": attr // (nreg * ndev), "region": attr % nreg,
+        }[incident.dimension]  # fmt: skip
+        names = {"device": self.spec.devices, "channel": self.spec.channels,
+                 "region": self.spec.regions}[incident.dimension]  # fmt: skip
+        if incident.value not in names:
+            return factors
+        end = incident.start_ms + incident.minutes * MIN_MS
+        hit = (index == names.index(incident.value)) & (s_start >= incident.start_ms)
+        hit &= s_start < end
+        factors[incident.step] = np.where(hit, incident.factor, 1.0)
+        return factors
+
     def _serialise(self, rows: dict[str, np.ndarray]) -> Iterator[tuple[str, bytes]]:
         head_format, session_format, order_format = (
             self.head_format, self.session_format, self.order_format,

@@ -2,6 +2,7 @@
 
 import gzip
 from collections import Counter, defaultdict
+from dataclasses import replace
 from functools import cache
 
 import orjson
@@ -265,3 +266,24 @@ def test_traffic_grows_with_new_users_per_day():
     small = sum(1 for _ in generate(GeneratorSpec(seed=9, days=3, new_users_per_day=50)))
     large = sum(1 for _ in generate(GeneratorSpec(seed=9, days=3, new_users_per_day=500)))
     assert 7 < large / small < 13
+
+
+def test_an_incident_fails_one_step_for_one_device_in_its_window_only():
+    from streams.generator import Incident
+
+    start = 1_793_491_200_000 + 3 * 86_400_000 + 12 * 3_600_000  # day 4, 12:00 UTC
+    incident = Incident(start_ms=start, minutes=240, step="order_paid", factor=0.2)
+    spec = GeneratorSpec(seed=9, days=5, new_users_per_day=400, duplicate_rate=0.0)
+    events = [orjson.loads(line) for _, line in generate(replace(spec, incident=incident))]
+    created, paid = Counter(), Counter()
+    for e in events:
+        if e.get("type") in ("order_created", "order_paid"):
+            inside = start <= e["ts"] < start + 240 * 60_000 + 3_600_000  # a session's tail
+            key = (e["device"], inside and e["ts"] >= start + 30 * 60_000)
+            (created if e["type"] == "order_created" else paid)[key] += 1
+    assert paid[("android", True)] / created[("android", True)] < 0.4
+    assert paid[("ios", True)] / created[("ios", True)] > 0.75
+    assert paid[("android", False)] / created[("android", False)] > 0.75
+    # Outside any session it touches, the same bytes as without it.
+    before = replace(incident, start_ms=0, minutes=1)
+    assert list(generate(replace(spec, incident=before))) == list(generate(spec))
