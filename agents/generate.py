@@ -43,8 +43,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "--incident",
         metavar="SPEC",
         help="inject a failing step, e.g. 'start=2026-11-05T19:00:00Z,minutes=30,"
-        "step=order_paid,device=android,factor=0.3' (step: checkout, order_created, "
-        "order_paid; one of device=, channel=, region=)",
+        "step=order_paid,device=android,factor=0.3' (step: add_to_cart, checkout, "
+        "order_created, order_paid; one of device=, channel=, region=)",
     )
 
 

@@ -242,7 +242,9 @@ def replay_files(
     finally:
         if gc_was_enabled:
             gc.enable()
-    return build_report(fold.partials, config), fold, replay.progress.rate()
+    report = build_report(fold.partials, config)
+    report["alerts"] = fold.evaluator.open_alerts()
+    return report, fold, replay.progress.rate()
 
 
 def write_users(fold: PartitionedFold, path: Path) -> None:

@@ -76,6 +76,7 @@ def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
             user.experiments,
             user.goal_ts,
             user.carts,
+            user.alert_steps,
         ]
     )
 
@@ -102,6 +103,7 @@ def decode_user(
     experiments: dict[str, list[Any]] = {}
     goal_ts: list[int] = []
     carts: list[list[Any]] = []
+    alert_steps: list[list[Any]] = []
     money_base = [row[11], row[12], None if row[14] is None else clock.day(row[14])]
     if version in (3, 4, 5, USER_VERSION):
         steps_by_name, levels_by_name = row[17], row[18]
@@ -119,6 +121,8 @@ def decode_user(
                 experiments, goal_ts = row[27], row[28]
             if len(row) > 29:
                 carts = row[29]
+            if len(row) > 30:
+                alert_steps = row[30]
     elif version == 2:
         names = _positional_names(len(row[17]), funnel_names, written_funnels)
         steps_by_name = dict(zip(names, row[17], strict=True))
@@ -165,6 +169,7 @@ def decode_user(
         experiments=experiments,
         goal_ts=goal_ts,
         carts=carts,
+        alert_steps=alert_steps,
     )
 
 

@@ -94,6 +94,20 @@ class SegmentRules:
 
 
 @dataclass(frozen=True)
+class AlertSpec:
+    """Business alerts on step conversion (METRICS.md, "Alert rates"; state/alerting.py).
+    `pairs`: "funnel:A>B" names; None = every consecutive step pair but each funnel's
+    first (its entry step, e.g. page_view, is the costliest to track and the least
+    actionable)."""
+
+    pairs: tuple[str, ...] | None = None
+    window_ms: int = 15 * 60_000  # the recent window judged (whole 5-minute buckets)
+    min_attempts: int = 100  # in the window; fewer are not judged
+    min_effect: float = 0.05  # absolute change of the rate
+    alpha: float = 1e-4  # one-sided significance
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     """A/B experiments: the goal event type and the window after the first exposure."""
 
@@ -140,6 +154,7 @@ class Config:
     activation_events: frozenset[str] = frozenset({"order_paid"})
     segments: SegmentRules = field(default_factory=SegmentRules)
     experiments: ExperimentSpec = field(default_factory=ExperimentSpec)
+    alerts: AlertSpec = field(default_factory=AlertSpec)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
@@ -148,6 +163,7 @@ class Config:
             "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
             "max_message_bytes", "commit_interval", "topics", "thresholds", "limits",
             "breakdowns", "activation", "ltv_tiers", "rfm", "lifecycle", "experiments",
+            "alerts",
         }  # fmt: skip
         for key in data:
             if key not in known:
@@ -200,9 +216,40 @@ class Config:
             kwargs["breakdowns"] = _breakdowns(data["breakdowns"])
         if "experiments" in data:
             kwargs["experiments"] = _experiments(data["experiments"])
+        if "alerts" in data:
+            kwargs["alerts"] = _alerts(data["alerts"])
         if {"ltv_tiers", "rfm", "lifecycle"} & data.keys():
             kwargs["segments"] = _segments(data)
         return cls(**kwargs)
+
+
+def _alerts(value: Any) -> AlertSpec:
+    """`[alerts] pairs = ["purchase:checkout>order_paid"], window = "15m", min_attempts,
+    min_effect, alpha`."""
+    known = {"pairs", "window", "min_attempts", "min_effect", "alpha"}
+    if not isinstance(value, dict) or set(value) - known:
+        raise ConfigError(f"alerts: expected a table with {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    if "pairs" in value:
+        pairs = _string_list(value["pairs"], "alerts.pairs")
+        for pair in pairs:
+            if not re.fullmatch(r"[^:>]+:[^:>]+>[^:>]+", pair):
+                raise ConfigError(f"alerts.pairs: expected 'funnel:A>B', got {pair!r}")
+        kwargs["pairs"] = tuple(pairs)
+    if "window" in value:
+        window = parse_duration_ms(value["window"], "alerts.window")
+        if window <= 0 or window % (5 * 60_000):
+            raise ConfigError("alerts.window: a positive multiple of 5 minutes")
+        kwargs["window_ms"] = window
+    if "min_attempts" in value:
+        kwargs["min_attempts"] = _positive_int(value["min_attempts"], "alerts.min_attempts")
+    for key, high in (("min_effect", 1.0), ("alpha", 0.5)):
+        if key in value:
+            v = value[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= high:
+                raise ConfigError(f"alerts.{key}: expected a number in (0, {high}], got {v!r}")
+            kwargs[key] = float(v)
+    return AlertSpec(**kwargs)
 
 
 def _timezone(value: Any) -> str:

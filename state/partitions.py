@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 
+from state.alert_evaluator import Evaluator
 from state.config import Config
 from state.fold import Fold, SpendLike
 from state.outbox import DerivedRecord
@@ -34,6 +35,10 @@ class PartitionedFold:
         self.folds = [Fold(config, sources=[(t, p) for t in topics]) for p in range(n)]
         self.spend = Fold(config, sources=[(config.topics.spend, 0)])
         self.partition = UserPartitions(n)
+        # Alerts judge the whole cluster's buckets (in the worker: one evaluator over
+        # every partition's partials; here all partitions are at hand).
+        self.evaluator = Evaluator(config)
+        self._alerts: list[DerivedRecord] = []
 
     def apply_batch(self, items: Iterable[tuple[str, str, EventLike]]) -> None:
         """Apply (topic, user_id, event) items in order; each partition sees its own
@@ -46,6 +51,10 @@ class PartitionedFold:
             fold = self.folds[p]
             for topic, run in itertools.groupby(group, key=itemgetter(0)):
                 fold.apply_batch([(user_id, event) for _, user_id, event in run], (topic, p))
+        marks = [max(f.watermarks.values()) for f in self.folds if f.watermarks]
+        if marks:
+            for value in self.evaluator.advance([f.partials for f in self.folds], max(marks)):
+                self._alerts.append(DerivedRecord("alerts", value["key"], value))
 
     def apply_spend(self, events: Iterable[SpendLike]) -> None:
         self.spend.apply_spend(events, (self.config.topics.spend, 0))
@@ -54,8 +63,11 @@ class PartitionedFold:
         self.spend.count_invalid(n)  # invalid input has no trustworthy key
 
     def drain_outbox(self) -> list[DerivedRecord]:
-        """Derived records of every partition (in partition order)."""
-        return [record for fold in self.folds for record in fold.outbox.drain()]
+        """Derived records of every partition (in partition order), then the alerts."""
+        records = [record for fold in self.folds for record in fold.outbox.drain()]
+        records += self._alerts
+        self._alerts = []
+        return records
 
     @property
     def partials(self) -> Partials:

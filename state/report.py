@@ -34,6 +34,7 @@ def build_report(partials: Partials, config: Config, days: range | None = None) 
     }
     for kpi in all_kpis():
         kpi.render(partials, config, days, report)
+    report["alerts"] = []  # open alerts: filled by the alert evaluator (state/alert_evaluator.py)
     return report
 
 

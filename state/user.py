@@ -91,6 +91,8 @@ class UserState:
     goal_ts: list[int] = field(default_factory=list)
     # Carts a late event can still reach: [ts, event id, state] (state/kpis/triggers.py).
     carts: list[list[Any]] = field(default_factory=list)
+    # Funnel step events for the alert rates: [ts, event id, type, dims] (kpis/alert_rates.py).
+    alert_steps: list[list[Any]] = field(default_factory=list)
 
 
 Handler = Callable[["UserState", "EventLike", int, "Context", list[Effect]], None]

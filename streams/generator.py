@@ -141,7 +141,7 @@ _ORDER_BAD = np.array(
 )
 
 
-INCIDENT_STEPS = ("checkout", "order_created", "order_paid")
+INCIDENT_STEPS = ("add_to_cart", "checkout", "order_created", "order_paid")
 
 
 @dataclass(frozen=True)
@@ -538,9 +538,9 @@ class _Simulation:
         variant = users["variant"][s_user]
         lift = 1.0 + spec.treatment_lift * variant
         n_pv1 = rng.geometric(0.18, S)
-        cart = rng.random(S) < np.minimum(0.22 * buy, 0.85)
-        n_pv2 = np.where(cart, rng.geometric(0.55, S) - 1, 0)
         hit = self._incident_factors(s_user, s_start)
+        cart = rng.random(S) < np.minimum(0.22 * buy, 0.85) * hit["add_to_cart"]
+        n_pv2 = np.where(cart, rng.geometric(0.55, S) - 1, 0)
         chk = cart & (rng.random(S) < np.minimum(0.42 * lift, 0.95) * hit["checkout"])
         crt = chk & (
             rng.random(S) < np.minimum(0.5 * np.sqrt(buy) * lift, 0.95) * hit["order_created"]

@@ -43,6 +43,7 @@ def all_kpis() -> tuple[Kpi, ...]:
     from state.kpis.activation import Activation
     from state.kpis.active_days import ActiveDays
     from state.kpis.activity import Activity
+    from state.kpis.alert_rates import AlertRates
     from state.kpis.breakdowns import Breakdowns
     from state.kpis.channels import Channels
     from state.kpis.experiments import Experiments
@@ -73,4 +74,5 @@ def all_kpis() -> tuple[Kpi, ...]:
         Channels(),
         Push(),
         Experiments(),
+        AlertRates(),
     )

@@ -94,7 +94,7 @@ def test_records_of_previous_formats_load_as_the_same_state(state):
         assert (user.cart_day, user.money, user.money_base) == (None, None, [1, 1999, 20758])
     for user in (*fold.users.values(), *expected.users.values()):
         user.cart_day = user.money = user.money_base = user.published = None
-        user.goal_ts = user.carts = []  # goal instants and carts are kept since v6
+        user.goal_ts = user.carts = user.alert_steps = []  # kept since v6
     assert fold.users == expected.users
     report = build_report(fold.partials, config)
     assert totals(report) == totals(build_report(expected.partials, config))

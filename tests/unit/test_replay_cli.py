@@ -114,6 +114,9 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
         ("[experiments.weights]\nx = {a = 1}\n", "experiments.weights.x"),
         ("[thresholds]\nexperiment_window = '7d'\n", "thresholds.experiment_window"),
         ("[limits]\ncarts_per_user = 0\n", "limits.carts_per_user"),
+        ("[alerts]\nwindow = '7m'\n", "alerts.window"),
+        ("[alerts]\npairs = ['purchase:checkout']\n", "alerts.pairs"),
+        ("[alerts]\nalpha = 0\n", "alerts.alpha"),
     ],
 )
 def test_config_errors_name_the_bad_key(tmp_path, toml, key):
