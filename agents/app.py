@@ -8,6 +8,7 @@ agents/statestore.py for why that makes counting exact).
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 from pathlib import Path
@@ -163,8 +164,24 @@ def create_app(
         }
         return web.json(body, status=200 if is_ready else 503)
 
+    token = os.environ.get(HTTP_TOKEN_ENV) or None
+
+    def denied(web: Any, request: Any) -> Response | None:
+        """401 unless `OPSPULSE_HTTP_TOKEN` is unset or the request bears it."""
+        if token is None:
+            return None
+        given = request.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return None
+        return web.json(
+            {"error": "a bearer token is required"}, status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="opspulse"'},
+        )  # fmt: skip
+
     @app.page("/report")
     async def report(web: Any, request: Any) -> Response:
+        if (refused := denied(web, request)) is not None:
+            return refused
         report = build_report(await kpi_reader.partials(), config)
         return web.bytes(_json(report), content_type="application/json")
 
@@ -175,6 +192,8 @@ def create_app(
 
     @app.page("/users/{user_id}")
     async def user_view(web: Any, request: Any, user_id: str) -> Response:
+        if (refused := denied(web, request)) is not None:
+            return refused  # (the owner checks again when this worker forwards it)
         found = pipeline.user(user_id)
         if found is None:
             try:
@@ -186,6 +205,10 @@ def create_app(
         return web.json({**summary, "partition": partition})
 
     return app
+
+
+HTTP_TOKEN_ENV = "OPSPULSE_HTTP_TOKEN"  # protects /report and /users/{id}; /metrics,
+# /health and /ready stay open (scrapers and probes)
 
 
 def _json(data: Any) -> bytes:

@@ -106,8 +106,8 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
-    def get(self, name: str, path: str, expect: int = 200):
-        return _get(f"http://127.0.0.1:{self.ports[name]}{path}", expect)
+    def get(self, name: str, path: str, expect: int = 200, headers: dict | None = None):
+        return _get(f"http://127.0.0.1:{self.ports[name]}{path}", expect, headers)
 
     def scrape(self, name: str) -> dict:
         """/metrics as {(name, sorted labels): value}."""
@@ -288,12 +288,13 @@ class _NoRetry(Exception):
     pass
 
 
-def _get(url: str, expect: int = 200):
+def _get(url: str, expect: int = 200, headers: dict | None = None):
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=5) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()

@@ -251,3 +251,22 @@ async def test_killed_workers_partitions_are_processed_again_within_30_seconds(c
     await cluster.produce(GeneratorSpec(seed=27, days=1, start="2026-11-02", new_users_per_day=40))
     live = await cluster.wait_consumed()
     assert same_numbers(live, cluster.replay()) == {}
+
+
+async def test_bearer_token_guards_users_and_report_not_metrics_or_probes(cluster):
+    cluster.env["OPSPULSE_HTTP_TOKEN"] = "s3cret-token"
+    cluster.start("w1")
+    cluster.start("w2")
+    await cluster.produce(GeneratorSpec(seed=29, days=1, new_users_per_day=20))
+    await cluster.wait_consumed()
+    await cluster.wait_ready(["w1", "w2"])
+    good = {"Authorization": "Bearer s3cret-token"}
+    for name in ("w1", "w2"):
+        for path in ("/report", "/users/u0000001"):
+            cluster.get(name, path, expect=401)
+            cluster.get(name, path, expect=401, headers={"Authorization": "Bearer wrong"})
+        assert cluster.get(name, "/report", headers=good)["events"]["consumed"] > 0
+        # Forwarded to the owning worker with the header: the same answer from both.
+        assert cluster.get(name, "/users/u0000001", headers=good)["user_id"] == "u0000001"
+        cluster.get(name, "/metrics")
+        cluster.get(name, "/health")
