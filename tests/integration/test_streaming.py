@@ -3,6 +3,7 @@ through kill -9 and restarts, through rebalances and a whole-cluster restart."""
 
 import asyncio
 import random
+import re
 
 import orjson
 import pytest
@@ -56,6 +57,11 @@ async def test_one_worker_snapshot_equals_replay(cluster):
     assert invalid_total == events["invalid"]
     assert all("user" not in dict(labels) for _, labels in metrics)
     assert cluster.stop("w1") == 0  # SIGTERM: a clean, prompt shutdown
+    # At INFO the log names no user and quotes no payload, not even of dead letters.
+    log = (cluster.tmp / "w1.log").read_text(errors="replace")
+    assert "consumed" in log or "partition" in log  # the log is there and was written
+    assert not re.search(r"u\d{7}", log), re.search(r".{80}u\d{7}.{80}", log)
+    assert '"event_id"' not in log and "e21-" not in log
 
 
 async def test_kill_9_mid_stream_and_restart_counts_every_event_once(cluster):
