@@ -160,7 +160,7 @@ class PartitionStore:
             for topic, mark in meta["watermarks"].items():
                 fold.watermarks[(topic, self.partition)] = mark
             fold.restore_horizon()
-        today = clock.day(max(fold.watermarks.values())) if fold.watermarks else None
+        today = fold.stream_day()
         fold.partials.funnel_since = funnels_since(stored_config, self.config, today)
         fold.partials.retired_funnels = retired_funnels(stored_config, self.config)
         fold.partials.breakdown_since = breakdowns_since(stored_config, self.config, today)

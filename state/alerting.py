@@ -286,9 +286,5 @@ def judge_volume(
     return Verdict(failing, float(n), expected, p, n, {}, detail if failing else "")
 
 
-def bucket_of(ts_ms: int) -> int:
-    return ts_ms // BUCKET_MS
-
-
 def bucket_end_ms(bucket: int) -> int:
     return (bucket + 1) * BUCKET_MS

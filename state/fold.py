@@ -140,9 +140,14 @@ class Fold:
                 raise KeyError(f"no handler for timers of kind {kind!r}")
             handler(self, due_ms, key)
 
+    def stream_ms(self) -> int | None:
+        """The partition's stream time: its largest watermark (None before any event)."""
+        return max(self.watermarks.values()) if self.watermarks else None
+
     def stream_day(self) -> int | None:
-        """The local day of the partition's stream time (its largest watermark)."""
-        return self.ctx.clock.day(max(self.watermarks.values())) if self.watermarks else None
+        """The local day of the partition's stream time."""
+        stream = self.stream_ms()
+        return None if stream is None else self.ctx.clock.day(stream)
 
     def count_invalid(self, n: int = 1) -> None:
         self.partials.counters["consumed"] += n

@@ -51,7 +51,7 @@ class PartitionedFold:
             fold = self.folds[p]
             for topic, run in itertools.groupby(group, key=itemgetter(0)):
                 fold.apply_batch([(user_id, event) for _, user_id, event in run], (topic, p))
-        marks = [max(f.watermarks.values()) for f in self.folds if f.watermarks]
+        marks = [mark for f in self.folds if (mark := f.stream_ms()) is not None]
         if marks:
             for value in self.evaluator.advance([f.partials for f in self.folds], max(marks)):
                 self._alerts.append(DerivedRecord("alerts", value["key"], value))

@@ -72,7 +72,7 @@ class AlertRates:
         in_order = last is None or (last[0], last[1]) < (ts, event.event_id)
         affected: set[tuple[str, int, str, str, int]] = set()
         first_in_bucket: list[tuple[str, int, str, str, int]] = []
-        for funnel, i, a, b in self._pairs or self.pairs(ctx):
+        for funnel, i, a, b in self.pairs(ctx):
             if kind == a:
                 bucket = ts // BUCKET_MS
                 if not in_order:

@@ -107,11 +107,9 @@ class CartTriggers:
         ctx.settled.clear()
         ctx.carts_changed = False
         self._schedule(user_id, user)
-        due = self.fold.timers.due_of(TIMER, user_id)
-        if due is not None and self.fold.watermarks:
-            stream_ms = max(self.fold.watermarks.values())
-            if due < stream_ms:  # a late cart whose deadline has already passed
-                self.fold.fire_timers(stream_ms)
+        due, stream_ms = self.fold.timers.due_of(TIMER, user_id), self.fold.stream_ms()
+        if due is not None and stream_ms is not None and due < stream_ms:
+            self.fold.fire_timers(stream_ms)  # a late cart whose deadline has already passed
 
     def on_timer(self, fold: Fold, due_ms: int, user_id: str) -> None:
         user = fold.users.get(user_id)
@@ -128,9 +126,10 @@ class CartTriggers:
         self._schedule(user_id, user)
 
     def _schedule(self, user_id: str, user: UserState) -> None:
-        pending = [entry[0] for entry in user.carts if entry[2] == PENDING]
-        if pending:
-            self.fold.timers.schedule(min(pending) + self.delay, TIMER, user_id)
+        # Carts are in time order: the first pending one has the earliest deadline.
+        first = next((entry[0] for entry in user.carts if entry[2] == PENDING), None)
+        if first is not None:
+            self.fold.timers.schedule(first + self.delay, TIMER, user_id)
         else:
             self.fold.timers.cancel(TIMER, user_id)
 
