@@ -10,13 +10,17 @@ without it."""
 import json
 import math
 import re
-import urllib.error
-import urllib.parse
 from pathlib import Path
 
 import pytest
-from cluster import free_port
-from test_observability import binary, get_json, is_ready, processes, wait_for  # noqa: F401
+from test_observability import (  # noqa: F401 (processes: a fixture)
+    binary,
+    is_ready,
+    processes,
+    query_prometheus,
+    start_prometheus,
+    wait_for,
+)
 
 from streams.generator import GeneratorSpec
 
@@ -54,37 +58,17 @@ def concrete(expr: str) -> str:
 async def test_every_dashboard_panel_returns_data(cluster, processes, tmp_path):  # noqa: F811
     targets = panel_targets()
     assert len(targets) >= 20, targets
-    prometheus = binary("prometheus")
     obs = tmp_path / "obs"
     cluster.start("w1")
     await cluster.wait_ready(["w1"])
 
     # Scrape the worker every 1s with the repo's recording rules (unchanged), evaluated
-    # every 1s. JSON is YAML; job "opspulse" as in deploy/prometheus/prometheus.yml.
-    prometheus_config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RECORDING_RULES)],
-        "scrape_configs": [
-            {"job_name": "opspulse",
-             "static_configs": [{"targets": [f"127.0.0.1:{cluster.ports['w1']}"]}]},
-        ],
-    }  # fmt: skip
-    (obs / "prometheus.yml").write_text(json.dumps(prometheus_config, indent=1))
-    port = free_port()
-    processes(
-        "prometheus", prometheus, f"--config.file={obs / 'prometheus.yml'}",
-        f"--storage.tsdb.path={obs / 'prometheus-data'}", f"--web.listen-address=127.0.0.1:{port}",
-    )  # fmt: skip
+    # every 1s.
+    port = start_prometheus(processes, obs, cluster.ports["w1"], [RECORDING_RULES])
     await wait_for("Prometheus ready", lambda: is_ready(port), obs)
 
     def query(expr: str) -> list[dict]:
-        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        try:
-            body = get_json(url)
-        except urllib.error.HTTPError as exc:  # a bad query: 400 with Prometheus' error
-            pytest.fail(f"{expr!r}: HTTP {exc.code} {exc.read().decode()}", pytrace=False)
-        assert body["status"] == "success", body
-        return body["data"]["result"]
+        return query_prometheus(port, expr)
 
     await wait_for("up == 1", lambda: query('up{job="opspulse"} == 1'), obs)
     sent = await cluster.produce(SPEC, rate=RATE)

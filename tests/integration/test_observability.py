@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -101,6 +102,44 @@ def webhook():
         server.server_close()
 
 
+def start_prometheus(
+    processes, workdir: Path, worker_port: int, rule_files: list[Path], alertmanager_port=None
+) -> int:
+    """A real Prometheus scraping one worker every second, evaluating `rule_files` every
+    second (alerts to `alertmanager_port` if given); its port. JSON is YAML; job
+    "opspulse" as in deploy/prometheus/prometheus.yml (the alerts select it)."""
+    config: dict = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [
+            {"job_name": "opspulse", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]}
+        ],
+    }
+    if alertmanager_port is not None:
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]
+        }
+    (workdir / "prometheus.yml").write_text(json.dumps(config, indent=1))
+    port = free_port()
+    processes(
+        "prometheus", binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    )  # fmt: skip
+    return port
+
+
+def query_prometheus(port: int, expr: str) -> list[dict]:
+    """An instant query's result (a failed or malformed query fails the test)."""
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        body = get_json(url)
+    except urllib.error.HTTPError as exc:  # a bad query: 400 with Prometheus' error
+        pytest.fail(f"{expr!r}: HTTP {exc.code} {exc.read().decode()}", pytrace=False)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
 async def wait_for(what: str, check, logs: Path, timeout: float = TIMEOUT_S, detail=None):
     """check()'s first truthy result, polled every 0.5 s; fails with detail() and the
     logs' tails."""
@@ -126,7 +165,6 @@ async def wait_for(what: str, check, logs: Path, timeout: float = TIMEOUT_S, det
 async def test_prometheus_scrapes_a_worker_and_alertmanager_posts_the_alert(
     cluster, processes, webhook, tmp_path
 ):
-    prometheus = binary("prometheus")
     alertmanager = binary("prometheus-alertmanager", "alertmanager")
     obs = tmp_path / "obs"
     webhook_url, payloads = webhook
@@ -153,35 +191,16 @@ async def test_prometheus_scrapes_a_worker_and_alertmanager_posts_the_alert(
         "--cluster.listen-address=",
     )  # fmt: skip
 
-    # Scrape the worker once it serves (`up` never 0: no WorkerDown). JSON is YAML;
-    # job "opspulse" as in deploy/prometheus/prometheus.yml (the alerts select it).
+    # Scrape the worker once it serves (`up` never 0: no WorkerDown).
     await cluster.wait_ready(["w1"])
-    prometheus_config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(p) for p in sorted((obs / "rules").glob("*.yml"))],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [
-            {"job_name": "opspulse",
-             "static_configs": [{"targets": [f"127.0.0.1:{cluster.ports['w1']}"]}]},
-        ],
-    }  # fmt: skip
-    (obs / "prometheus.yml").write_text(json.dumps(prometheus_config, indent=1))
-    prom_port = free_port()
-    processes(
-        "prometheus", prometheus, f"--config.file={obs / 'prometheus.yml'}",
-        f"--storage.tsdb.path={obs / 'prometheus-data'}",
-        f"--web.listen-address=127.0.0.1:{prom_port}",
-    )  # fmt: skip
+    prom_port = start_prometheus(
+        processes, obs, cluster.ports["w1"], sorted((obs / "rules").glob("*.yml")), am_port
+    )
     await wait_for("Alertmanager ready", lambda: is_ready(am_port), obs)
     await wait_for("Prometheus ready", lambda: is_ready(prom_port), obs)
 
     def query(expr: str) -> list[dict]:
-        url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode(
-            {"query": expr}
-        )
-        body = get_json(url)
-        assert body["status"] == "success", body
-        return body["data"]["result"]
+        return query_prometheus(prom_port, expr)
 
     # (a) Prometheus scrapes the worker.
     up = await wait_for("up == 1", lambda: query('up{job="opspulse"} == 1'), obs)

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sharding import merged_shards
 from strategies import T0
 
 from state.alert_evaluator import Evaluator
@@ -15,7 +16,6 @@ from state.alerting import BUCKET_MS, DAY_BUCKETS
 from state.config import DAY_MS, AlertSpec, Config, FunnelSpec
 from state.fold import Fold
 from state.kpis.alert_rates import PREFIX
-from state.partials import Partials
 from streams.events import Event
 
 WINDOW = 30 * 60_000
@@ -90,13 +90,7 @@ def step_events(draw):
 def test_bucket_counts_equal_the_naive_reference(events, seed):
     rng = random.Random(seed)
     arrived = sorted(events, key=lambda e: e.ts + rng.randrange(DAY_MS))
-    folds = [Fold(CONFIG) for _ in range(2)]
-    for e in arrived:
-        folds[hash(e.user_id) % 2].apply_batch([(e.user_id, e)], "p")
-    merged = Partials(funnel_steps=folds[0].partials.funnel_steps)
-    for fold in folds:
-        merged.merge(fold.partials)
-    assert folded_rates(merged) == naive_rates(events)
+    assert folded_rates(merged_shards(CONFIG, arrived)) == naive_rates(events)
 
 
 def test_the_evaluator_reads_complete_buckets_merged_over_partitions():

@@ -8,11 +8,11 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from naive_actions import naive_channels
+from sharding import merged_shards
 from strategies import T0, TIMEZONES, event_sets
 
 from state.config import DAY_MS, Config
 from state.fold import Fold
-from state.partials import Partials
 from state.report import build_report
 from streams.events import SpendEvent
 
@@ -35,14 +35,7 @@ def test_channels_equal_the_naive_reference(events, spend, tz, seed):
     config = Config(timezone=tz)
     rng = random.Random(seed)
     arrived = sorted(events, key=lambda e: e.ts + rng.randrange(DAY_MS))
-    folds = [Fold(config) for _ in range(3)]
-    for e in arrived:
-        folds[hash(e.user_id) % 3].apply_batch([(e.user_id, e)], "p")
-    spend_fold = Fold(config)
-    spend_fold.apply_spend(sorted(spend, key=lambda s: s.ts), "spend")
-    merged = Partials(funnel_steps=folds[0].partials.funnel_steps)
-    for fold in (*folds, spend_fold):
-        merged.merge(fold.partials)
+    merged = merged_shards(config, arrived, shards=3, spend=spend)
     report = build_report(merged, config)
     assert report["channels"] == naive_channels(events, spend, tz)
 

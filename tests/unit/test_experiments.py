@@ -12,12 +12,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from naive_actions import naive_experiments
+from sharding import merged_shards
 from strategies import T0
 
 from state.config import DAY_MS, Config
 from state.fold import Fold
 from state.kpis.experiments import lift_confidence_sequence, srm_p_value, summary, z_test_p_value
-from state.partials import Partials
 from state.report import build_report
 from streams.events import Event
 
@@ -53,12 +53,7 @@ def test_exposed_and_converted_equal_the_naive_reference(events, seed):
     config = Config()
     rng = random.Random(seed)
     arrived = sorted(events, key=lambda e: e.ts + rng.randrange(3 * DAY_MS // 2))
-    folds = [Fold(config) for _ in range(2)]
-    for e in arrived:
-        folds[hash(e.user_id) % 2].apply_batch([(e.user_id, e)], "p")
-    merged = Partials(funnel_steps=folds[0].partials.funnel_steps)
-    for fold in folds:
-        merged.merge(fold.partials)
+    merged = merged_shards(config, arrived)
     assert counts_of(build_report(merged, config)) == naive_experiments(events)
 
 

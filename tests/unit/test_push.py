@@ -8,11 +8,11 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from naive_actions import naive_push
+from sharding import merged_shards
 from strategies import T0, TIMEZONES
 
 from state.config import DAY_MS, Config
 from state.fold import Fold
-from state.partials import Partials
 from state.report import build_report
 from streams.events import Event
 
@@ -34,12 +34,7 @@ def test_push_equals_the_naive_reference(events, tz, seed):
     config = Config(timezone=tz)
     rng = random.Random(seed)
     arrived = sorted(events, key=lambda e: e.ts + rng.randrange(DAY_MS))
-    folds = [Fold(config) for _ in range(2)]
-    for e in arrived:
-        folds[hash(e.user_id) % 2].apply_batch([(e.user_id, e)], "p")
-    merged = Partials(funnel_steps=folds[0].partials.funnel_steps)
-    for fold in folds:
-        merged.merge(fold.partials)
+    merged = merged_shards(config, arrived)
     for campaign in build_report(merged, config)["push"].values():
         assert sorted(campaign) == ["by_hour", "open_rate", "opened", "sent"]
     assert build_report(merged, config)["push"] == naive_push(events, tz)
