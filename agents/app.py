@@ -19,7 +19,7 @@ import orjson
 from aiohttp.web import Response
 from faust.exceptions import SameNode
 
-from agents import fastpath
+from agents import fastpath, kafka_security
 from agents.metrics import Metrics
 from agents.pipeline import Pipeline, kafka_partition, spend_key
 from agents.settings import bootstrap_servers, broker_url
@@ -44,6 +44,7 @@ def create_app(
     app = faust.App(
         app_id,
         broker=broker_url(),
+        broker_credentials=kafka_security.broker_credentials(),
         datadir=str(data),
         store="memory://",
         web_host=web_host,

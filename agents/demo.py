@@ -40,7 +40,11 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 async def _broker_answers(bootstrap: str) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    from agents import kafka_security
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=3000, **kafka_security.client_kwargs()
+    )
     try:
         await asyncio.wait_for(admin.start(), 5)
         await admin.close()

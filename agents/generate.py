@@ -144,11 +144,12 @@ async def produce(  # type: ignore[no-untyped-def]
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from agents import kafka_security
     from agents.topics import ensure_topics
     from streams.generator import generate
 
     partitions = await ensure_topics(bootstrap, config, config.app_id)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_security.client_kwargs())
     await admin.start()
     try:
         if config.topics.spend not in await admin.list_topics():
@@ -161,7 +162,11 @@ async def produce(  # type: ignore[no-untyped-def]
         "spend": config.topics.spend,
     }
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024, acks="all"
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+        acks="all",
+        **kafka_security.client_kwargs(),
     )
     await producer.start()
     counts = counts if counts is not None else {}

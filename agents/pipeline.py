@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents import kafka_security
 from agents.statestore import Outgoing, PartitionStore
 from state.config import Config
 from state.fold import Fold
@@ -120,7 +121,9 @@ class Pipeline:
             }
             for p in partitions
         }
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, **kafka_security.client_kwargs()
+        )
         await admin.start()
         try:
             tps = [tp for offsets in wanted.values() for tp in offsets]

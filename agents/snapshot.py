@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents import kafka_security
 from state.codec import decode_day
 from state.config import Config
 from state.partials import Partials
@@ -53,7 +54,7 @@ class KpiReader:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, isolation_level="read_committed",
-                enable_auto_commit=False, group_id=None,
+                enable_auto_commit=False, group_id=None, **kafka_security.client_kwargs(),
             )  # fmt: skip
             await self._consumer.start()
         if not self._tps:  # the topic may not exist yet: look again next time

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from agents import kafka_security
 from state.codec import decode_day, decode_user, encode_day, encode_user
 from state.compat import (
     breakdowns_since,
@@ -89,6 +90,7 @@ class PartitionStore:
             linger_ms=5,
             max_request_size=8 * 1024 * 1024,
             transaction_timeout_ms=60_000,
+            **kafka_security.client_kwargs(),
         )
         self._started = False
 
@@ -110,6 +112,7 @@ class PartitionStore:
             isolation_level="read_committed",
             enable_auto_commit=False,
             group_id=None,
+            **kafka_security.client_kwargs(),
         )
         await consumer.start()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agents import kafka_security
 from agents.pipeline import repartition_topic
 from agents.statestore import spend_state_topic, state_topic
 from state.config import Config
@@ -27,7 +28,7 @@ async def ensure_topics(bootstrap: str, config: Config, app_id: str) -> int:
     users would not be co-partitioned, and distinct counts would be wrong.
     """
     topics = config.topics
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_security.client_kwargs())
     await admin.start()
     try:
         rekey = repartition_topic(app_id)

@@ -8,9 +8,12 @@ import time
 import faust
 import orjson
 
+from agents import kafka_security
+
 broker, topic_name, total, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 app = faust.App(f"bench-bare-{int(time.time() * 1000)}", broker=f"kafka://{broker}", store="memory://",
-                web_enabled=False, consumer_auto_offset_reset="earliest", topic_allow_declare=False)  # fmt: skip
+                web_enabled=False, consumer_auto_offset_reset="earliest", topic_allow_declare=False,
+                broker_credentials=kafka_security.broker_credentials())  # fmt: skip
 topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
 seen = {"n": 0, "first": 0.0}
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from agents import kafka_security
 from agents.settings import bootstrap_servers, load_config
 from state.config import Config
 
@@ -99,7 +100,10 @@ async def produce(
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=512 * 1024
+        bootstrap_servers=bootstrap,
+        linger_ms=50,
+        max_batch_size=512 * 1024,
+        **kafka_security.client_kwargs(),
     )
     await producer.start()
     try:
@@ -117,7 +121,7 @@ async def produce(
 async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_security.client_kwargs())
     await admin.start()
     try:
         present = set(await admin.list_topics())
@@ -132,6 +136,7 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
         max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+        **kafka_security.client_kwargs(),
     )  # fmt: skip
     await consumer.start()
     seen, first = 0, 0.0
@@ -298,7 +303,10 @@ async def state_sizes(bootstrap: str, topic: str) -> tuple[int, float]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        group_id=None,
+        **kafka_security.client_kwargs(),
     )
     await consumer.start()
     latest: dict[bytes, int] = {}
@@ -424,7 +432,9 @@ async def produce_live(bootstrap: str, config: Config, rate: float, seconds: flo
     """Page views stamped with the wall clock at `rate` events/s."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, **kafka_security.client_kwargs()
+    )
     await producer.start()
     try:
         total = int(rate * seconds)
