@@ -18,14 +18,16 @@ import faust
 import orjson
 from aiohttp.web import Response
 from faust.exceptions import SameNode
+from faust.types import TP
 
 from agents import fastpath, kafka_security
+from agents.alerts import LEADER_PARTITION, AlertService
 from agents.metrics import Metrics
 from agents.pipeline import Pipeline, kafka_partition, spend_key
 from agents.settings import bootstrap_servers, broker_url
 from agents.snapshot import KpiReader
 from state.config import Config, ConfigError
-from state.report import build_report, user_summary
+from state.report import user_summary
 
 log = logging.getLogger("opspulse")
 
@@ -82,6 +84,9 @@ def create_app(
     metrics.attach(pipeline, app)
     input_topics = {topics.clicks, topics.orders, pipeline.repartition_topic}
     kpi_reader = KpiReader(bootstrap_servers(), config)
+    alerts = AlertService(config, bootstrap_servers(), app_id, kpi_reader)
+    metrics.alerts = alerts
+    pipeline.highwater = _highwater(app)
     # Spend is keyed by channel with its own partition count: its own agent, so
     # Faust's assignor places its partitions independently of the user partitions.
     spend = app.topic(topics.spend, key_serializer="raw", value_serializer="raw")
@@ -120,6 +125,11 @@ def create_app(
             log.error("state commit failed, stopping the worker (exit 1): %r", exc)
             await app.crash(exc)
 
+    @app.timer(interval=ALERT_TICK_SECONDS, name="opspulse.alerts")
+    async def evaluate_alerts() -> None:
+        """The owner of user partition 0 runs the cluster's alert evaluator."""
+        await alerts.tick(LEADER_PARTITION in pipeline.partitions)
+
     @app.on_before_shutdown.connect
     async def on_shutdown(app_: Any, **_: Any) -> None:
         """SIGTERM: commit each partition's last interval before leaving (if another
@@ -129,6 +139,7 @@ def create_app(
             log.info("final commit done")
         except Exception as exc:
             log.warning("final commit skipped: %r", exc)
+        await alerts.stop()
         await kpi_reader.stop()
 
     @app.on_partitions_revoked.connect
@@ -183,7 +194,7 @@ def create_app(
     async def report(web: Any, request: Any) -> Response:
         if (refused := denied(web, request)) is not None:
             return refused
-        report = build_report(await kpi_reader.partials(), config)
+        report = await kpi_reader.report()
         return web.bytes(_json(report), content_type="application/json")
 
     @app.page("/metrics")
@@ -206,6 +217,22 @@ def create_app(
         return web.json({**summary, "partition": partition})
 
     return app
+
+
+ALERT_TICK_SECONDS = 5.0  # buckets are 5 minutes: judged within seconds of completing
+
+
+def _highwater(app: faust.App) -> Any:
+    """The end offset of an input topic-partition as last fetched (None if unknown)."""
+
+    def highwater(topic: str, partition: int) -> int | None:
+        try:
+            end = app.consumer.highwater(TP(topic, partition))
+        except Exception:  # not started, or not (yet) assigned
+            return None
+        return end if isinstance(end, int) and end >= 0 else None
+
+    return highwater
 
 
 HTTP_TOKEN_ENV = "OPSPULSE_HTTP_TOKEN"  # protects /report and /users/{id}; /metrics,

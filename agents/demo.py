@@ -26,8 +26,14 @@ KAFKA_SCRIPT = ROOT / "deploy" / "local" / "kafka"
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument(
-        "--rate", type=float, default=500, help="generated events per second (default 500)"
-    )
+        "--rate", type=float, default=None,
+        help="generated events per second (default 500; 5000 with --incident)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--incident", action="store_true",
+        help="6 simulated days of busier traffic with add to cart failing on android for an "
+        "hour on the last one: watch the business alert fire, name android and resolve",
+    )  # fmt: skip
     parser.add_argument(
         "--web-port", type=int, default=6066, help="the worker's HTTP port (default 6066)"
     )
@@ -62,14 +68,31 @@ def _demo_config(args: argparse.Namespace) -> str:
     run = f"demo-{int(time.time())}"
     path = ROOT / ".opspulse" / f"{run}.toml"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(
-        f'app_id = "opspulse-{run}"\n[topics]\nclicks = "{run}.clicks"\norders = "{run}.orders"\n'
-        f'spend = "{run}.spend"\ndlq = "{run}.dlq"\nkpi = "{run}.kpi"\n'
+    topics = "\n".join(
+        f'{name} = "{run}.{name}"'
+        for name in ("clicks", "orders", "spend", "dlq", "kpi", "segments", "alerts", "triggers")
     )
+    alerts = f"[alerts]\n{INCIDENT_ALERTS}\n" if args.incident else ""
+    path.write_text(f'app_id = "opspulse-{run}"\n{alerts}[topics]\n{topics}\n')
     return str(path)
 
 
+# With --incident: the step the incident hits is watched too (page views are plentiful
+# enough at 3,000 new users a day for a 15-minute window to be judged).
+INCIDENT_ALERTS = (
+    'pairs = ["purchase:page_view>add_to_cart", "purchase:add_to_cart>checkout", '
+    '"purchase:checkout>order_paid"]'
+)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    if args.rate is None:
+        args.rate = 5000.0 if args.incident else 500.0
     args.config = _demo_config(args)
     config = load_config(args.config)
     bootstrap = bootstrap_servers()
@@ -127,21 +150,33 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _live(args: argparse.Namespace, config, bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    from agents import kafka_security
     from agents.generate import produce
     from agents.snapshot import KpiReader
-    from state.report import build_report
-    from streams.generator import GeneratorSpec
+    from agents.topics import ensure_topics
+    from streams.generator import GeneratorSpec, Incident
 
-    # Simulated time runs faster than the clock: start a year back so it stays in the past.
-    start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 365 * 86400))
+    # Simulated time runs faster than the clock: start in the past so it stays there.
+    days = 6 if args.incident else 365
+    start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - (days + 1) * 86400))
+    incident = None
+    if args.incident:
+        incident_ms = (int(time.time()) // 86400 - 2) * 86_400_000 + 19 * 3_600_000
+        incident = Incident(incident_ms, minutes=60, step="add_to_cart", factor=0.0)
+        when = time.strftime("%Y-%m-%d 19:00-20:00 UTC", time.gmtime(incident_ms / 1000))
+        print(
+            f"demo: incident injected: add_to_cart fails for device=android on {when} "
+            "(simulated time); the first 3 days are the baseline",
+            file=sys.stderr,
+        )
     spec = GeneratorSpec(
-        seed=args.seed,
-        days=365,
-        start=start,
-        new_users_per_day=300,
-        duplicate_rate=0.01,
-        invalid_rate=0.001,
-    )
+        seed=args.seed, days=days, start=start,
+        new_users_per_day=3000 if args.incident else 300,
+        duplicate_rate=0.01, invalid_rate=0.001, incident=incident,
+    )  # fmt: skip
     stop = asyncio.Event()
     sent: dict[str, int] = {}
     counts_task = asyncio.create_task(
@@ -149,12 +184,21 @@ async def _live(args: argparse.Namespace, config, bootstrap: str) -> None:  # ty
     )
     last_consumed, last_time = 0, time.monotonic()
     reader = KpiReader(bootstrap, config)  # reads only what is new at each refresh
+    await ensure_topics(bootstrap, config, config.app_id)  # the alerts topic, to subscribe
+    alerts = AIOKafkaConsumer(
+        config.topics.alerts, bootstrap_servers=bootstrap, isolation_level="read_committed",
+        auto_offset_reset="earliest", group_id=None, **kafka_security.client_kwargs(),
+    )  # fmt: skip
+    await alerts.start()
     try:
         while True:
             await asyncio.sleep(args.every)
             if counts_task.done():
                 counts_task.result()  # surface producer errors
-            report = build_report(await reader.partials(), config)
+            report = await reader.report()
+            for records in (await alerts.getmany(timeout_ms=100)).values():
+                for record in records:
+                    print(_alert_line(orjson.loads(record.value)), flush=True)
             now = time.monotonic()
             consumed = report["events"]["consumed"]
             rate = (consumed - last_consumed) / (now - last_time)
@@ -164,8 +208,16 @@ async def _live(args: argparse.Namespace, config, bootstrap: str) -> None:  # ty
     finally:
         stop.set()
         await reader.stop()
+        await alerts.stop()
         with contextlib.suppress(Exception):
             await counts_task
+
+
+def _alert_line(alert: dict) -> str:
+    """One published alert record (`opspulse.alerts`), as ops would read it."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(alert["ts"] / 1000))
+    where = ", ".join(f"{k}={v}" for k, v in alert["dims"].items()) or "broad"
+    return f"ALERT {alert['state'].upper()} at {when} [{alert['key']}, {where}]: {alert['detail']}"
 
 
 def _summary(report: dict, rate: float, lag: int) -> str:

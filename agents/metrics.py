@@ -66,6 +66,7 @@ class Metrics:
         )  # fmt: skip
         self.pipeline: Any = None
         self.app: Any = None
+        self.alerts: Any = None  # agents/alerts.AlertService
 
     def attach(self, pipeline: Any, app: Any) -> None:
         self.pipeline, self.app = pipeline, app
@@ -110,6 +111,19 @@ class _StateCollector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
+    def _alert_firing(self) -> GaugeMetricFamily:
+        """1 per firing business alert, from the worker running the cluster's evaluator
+        (the others export none): rule, and the breakdown that explains it, if one."""
+        gauge = GaugeMetricFamily(
+            "opspulse_alert_firing", "Business alerts firing (the cluster's evaluator)",
+            labels=["rule", "dimension", "value"],
+        )  # fmt: skip
+        service = self.metrics.alerts
+        for alert in service.open_alerts() if service is not None else []:
+            dim, value = next(iter(sorted(alert["dims"].items())), ("", ""))
+            gauge.add_metric([alert["key"], dim, value], 1)
+        return gauge
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pipeline = self.metrics.pipeline
         config = self.metrics.config
@@ -121,6 +135,8 @@ class _StateCollector(Collector):
             counters.add_metric([name], value)
         yield counters
         partials = pipeline.local_partials()
+
+        yield self._alert_firing()
 
         recovering = GaugeMetricFamily(
             "opspulse_partitions", "Partitions of this worker", labels=["state"]

@@ -65,6 +65,9 @@ class Pipeline:
         self._ready: dict[int, asyncio.Event] = {}
         self.repartition_topic = repartition_topic(app_id)
         self.user_partition = UserPartitions(config.topics.partitions)
+        # The end offset (next offset) of an input topic-partition as last fetched, None
+        # if unknown: set by the app (the consumer's highwater).
+        self.highwater: Callable[[str, int], int | None] = lambda topic, partition: None
 
     async def wait_ready(
         self, partition: int, still_assigned: Callable[[], bool], timeout: float = 120.0
@@ -321,6 +324,17 @@ class Pipeline:
         if self.metrics is not None:
             self.metrics.observe_dead_letter(topic, reason)
 
+    def _caught_up(self, runtime: PartitionRuntime) -> Callable[[Any], bool]:
+        """Whether a source (topic, partition) of the partition has been applied up to
+        the end offset last fetched (unknown: no)."""
+
+        def caught_up(source: Any) -> bool:
+            topic, partition = source
+            end = self.highwater(topic, partition)
+            return end is not None and runtime.offsets.get(topic, -1) + 1 >= end
+
+        return caught_up
+
     async def commit_all(self) -> None:
         """Commit every partition; raises CommitFailed after trying all of them."""
         failures: list[CommitFailed] = []
@@ -349,7 +363,8 @@ class Pipeline:
             started = time.perf_counter()
             # `collect` takes the changed users and days: if the transaction fails they
             # are gone from the change sets, so the partition can never commit again.
-            runtime.store.collect(runtime.fold, offsets, out)
+            complete = None if partition < 0 else runtime.fold.complete_ms(self._caught_up(runtime))
+            runtime.store.collect(runtime.fold, offsets, out, complete)
             try:
                 await runtime.store.commit(out, offsets)
             except asyncio.CancelledError as exc:  # stopped mid-transaction: same rule

@@ -15,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents import kafka_security
+from agents.statestore import alert_state_topic
 from state.codec import decode_day
 from state.config import Config
 from state.partials import Partials
@@ -33,22 +34,53 @@ class KpiReader:
         self._latest: dict[bytes, bytes] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._tps: list[TopicPartition] = []
+        # The alert evaluator's committed state (agents/alerts.py): the open alerts.
+        self._alert_tp = TopicPartition(alert_state_topic(config.app_id), 0)
+        self._alert_state: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
 
     async def partials(self) -> Partials:
         async with self._lock:
             consumer = await self._assigned()
-            if self._tps:
-                ends = await consumer.end_offsets(self._tps)
-                while [tp for tp in self._tps if await consumer.position(tp) < ends[tp]]:
-                    batches = await consumer.getmany(
-                        *self._tps, timeout_ms=1000, max_records=50_000
-                    )
-                    for records in batches.values():
+            tps = consumer.assignment()
+            if tps:
+                ends = await consumer.end_offsets(list(tps))
+                while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                    batches = await consumer.getmany(*tps, timeout_ms=1000, max_records=50_000)
+                    for tp, records in batches.items():
                         self.records_read += len(records)
+                        if tp == self._alert_tp:
+                            if records and records[-1].value is not None:
+                                self._alert_state = orjson.loads(records[-1].value)
+                            continue
                         for record in records:
                             self._latest[record.key] = record.value
             return partials_from_records(self._latest, self.config)
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        """The alerts firing as of the evaluator's last committed state."""
+        firing = self._alert_state["firing"] if self._alert_state else {}
+        return [firing[key] for key in sorted(firing)]
+
+    async def report(self) -> dict[str, Any]:
+        """The cluster-wide report, with the open alerts."""
+        report = build_report(await self.partials(), self.config)
+        report["alerts"] = self.open_alerts()
+        return report
+
+    def complete_ms(self) -> int | None:
+        """Up to when every user partition's events are in the partials read last
+        (the least of their committed `complete_ms`); None while one is unknown."""
+        marks: dict[Any, int | None] = {}
+        for key, value in self._latest.items():
+            if key.endswith(b"/events") and value is not None:
+                record = orjson.loads(value)
+                if isinstance(record["partition"], int):
+                    marks[record["partition"]] = record.get("complete_ms")
+        wanted = range(len(self._tps))  # the KPI topic has as many partitions as the inputs
+        if not self._tps or any(marks.get(p) is None for p in wanted):
+            return None
+        return min(m for p in wanted if (m := marks[p]) is not None)
 
     async def _assigned(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -57,14 +89,21 @@ class KpiReader:
                 enable_auto_commit=False, group_id=None, **kafka_security.client_kwargs(),
             )  # fmt: skip
             await self._consumer.start()
-        if not self._tps:  # the topic may not exist yet: look again next time
-            topic = self.config.topics.kpi
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer.partitions_for_topic(topic) or set()
-            self._tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            if self._tps:
-                self._consumer.assign(self._tps)
-                await self._consumer.seek_to_beginning(*self._tps)
+        alert_topic = self._alert_tp.topic
+        if not self._tps or self._alert_tp not in self._consumer.assignment():
+            # A topic may not exist yet: look again next time.
+            consumer, topic = self._consumer, self.config.topics.kpi
+            await consumer._client.force_metadata_update()
+            new: list[TopicPartition] = []
+            if not self._tps:
+                partitions = consumer.partitions_for_topic(topic) or set()
+                self._tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+                new += self._tps
+            if consumer.partitions_for_topic(alert_topic):
+                new.append(self._alert_tp)
+            if new:
+                consumer.assign(list(consumer.assignment() | set(new)))
+                await consumer.seek_to_beginning(*new)
         return self._consumer
 
     async def stop(self) -> None:
@@ -104,7 +143,11 @@ def partials_from_records(latest: dict[bytes, bytes], config: Config) -> Partial
 
 
 async def snapshot_report(bootstrap: str, config: Config) -> dict[str, Any]:
-    return build_report(await read_partials(bootstrap, config), config)
+    reader = KpiReader(bootstrap, config)
+    try:
+        return await reader.report()
+    finally:
+        await reader.stop()
 
 
 def run_snapshot(args: argparse.Namespace) -> int:

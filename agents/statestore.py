@@ -169,9 +169,12 @@ class PartitionStore:
         fold.partials.breakdown_since = breakdowns_since(stored_config, self.config, today)
         return offsets
 
-    def collect(self, fold: Fold, offsets: dict[str, int], out: Outgoing) -> None:
+    def collect(
+        self, fold: Fold, offsets: dict[str, int], out: Outgoing, complete_ms: int | None = None
+    ) -> None:
         """Add the interval's changed users, day partials and meta to `out` (synchronous:
-        the snapshot is consistent with exactly the events applied so far)."""
+        the snapshot is consistent with exactly the events applied so far). `complete_ms`
+        (`Fold.complete_ms`) goes with the partials: the alert evaluator reads it."""
         p = self.partition
         state, kpi = self.state_topic, self.config.topics.kpi
         for user_id in fold.take_changed():
@@ -206,7 +209,7 @@ class PartitionStore:
         out.add(state, META_KEY, orjson.dumps(meta), partition=p)
         events = {
             "partition": self.label, "counters": counters, "funnel_since": since,
-            "breakdown_since": bd_since,
+            "breakdown_since": bd_since, "complete_ms": complete_ms,
         }  # fmt: skip
         out.add(kpi, kpi_key(self.label, "events"), orjson.dumps(events))
 
@@ -232,3 +235,8 @@ def state_topic(app_id: str) -> str:
 
 def spend_state_topic(app_id: str) -> str:
     return f"{app_id}.spend-state"
+
+
+def alert_state_topic(app_id: str) -> str:
+    """The cluster alert evaluator's committed state (agents/alerts.py): one partition."""
+    return f"{app_id}.alert-state"

@@ -6,7 +6,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents import kafka_security
 from agents.pipeline import repartition_topic
-from agents.statestore import spend_state_topic, state_topic
+from agents.statestore import alert_state_topic, spend_state_topic, state_topic
 from state.config import Config
 from state.outbox import KINDS
 
@@ -48,6 +48,7 @@ async def ensure_topics(bootstrap: str, config: Config, app_id: str) -> int:
             NewTopic(topics.dlq, partitions, 1),
             NewTopic(state_topic(app_id), partitions, 1, topic_configs=COMPACTED),
             NewTopic(topics.kpi, partitions, 1, topic_configs=COMPACTED),
+            NewTopic(alert_state_topic(app_id), 1, 1, topic_configs=COMPACTED),
             *(NewTopic(getattr(topics, kind), partitions, 1) for kind in KINDS),
         ]
         present = set(await admin.list_topics())

@@ -1,12 +1,19 @@
 """The cluster-wide alert evaluator: at each complete bucket, every rule judged on
 the merged step-conversion buckets of all partitions (state/kpis/alert_rates.py).
 
-A bucket is complete once the watermark has passed its end plus the outcome
-window; it is read once, merged over the partitions' partials, into a `Series`
-that keeps the buckets the rules' baselines reach (8 days). Rules come from the
-funnels: one drop rule per consecutive step pair. Records (firing / resolved)
-follow `state/alerting.py`'s `step`; the currently firing ones are the report's
-`alerts`.
+A bucket is complete once the cluster's completeness time (the caller's: every
+partition's stream time, minus `alerts.grace`) has passed its end plus the
+outcome window; it is read once, merged over the partitions' partials, into a
+`Series` that keeps the buckets the rules' baselines reach (8 days). Rules come
+from the funnels: one drop rule per watched step pair. Records (firing /
+resolved) follow `state/alerting.py`'s `step`; the currently firing ones are the
+report's `alerts`.
+
+Judging starts at the first bucket of the earliest day holding step data, so an
+evaluator started late (a worker's, after months of traffic) judges the same
+buckets in the same order as replay and publishes the same records. Its state
+(`to_json`) is what a successor needs to carry on: the next bucket and each
+rule's runs; the series are read again from the partials (`restore`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from state.kpis.alert_rates import OUTCOME_WINDOW_MS, PREFIX, step_pairs, table_
 from state.partials import Partials
 
 KEEP_DAYS = 8
+STATE_VERSION = 1
 
 
 def default_rules(config: Config) -> list[tuple[RateRule, str]]:
@@ -56,12 +64,16 @@ class Evaluator:
         self.next_bucket: int | None = None
         self._targets: dict[str, Any] = {}
 
-    def advance(self, partials: Sequence[Partials], watermark_ms: int) -> list[dict[str, Any]]:
-        """Judge every bucket completed since the last call; the records to publish."""
-        # Complete: the watermark is past its end plus the outcome window.
-        last_complete = (watermark_ms - OUTCOME_WINDOW_MS - 1) // BUCKET_MS - 1
+    def advance(self, partials: Sequence[Partials], complete_ms: int) -> list[dict[str, Any]]:
+        """Judge every bucket completed since the last call (every event up to
+        `complete_ms` is in the partials); the records to publish."""
+        # Complete: `complete_ms` is past its end plus the outcome window.
+        last_complete = (complete_ms - OUTCOME_WINDOW_MS - 1) // BUCKET_MS - 1
         if self.next_bucket is None:
-            self.next_bucket = last_complete
+            first_day = self._first_day(partials)
+            if first_day is None:
+                return []
+            self.next_bucket = first_day * DAY_BUCKETS
         records = []
         for bucket in range(self.next_bucket, last_complete + 1):
             self._load(partials, bucket)
@@ -81,6 +93,35 @@ class Evaluator:
 
     def open_alerts(self) -> list[dict[str, Any]]:
         return [self.firing[name] for name in sorted(self.firing)]
+
+    def to_json(self) -> dict[str, Any]:
+        """What a successor needs to carry on (with the partials)."""
+        return {
+            "v": STATE_VERSION, "next_bucket": self.next_bucket,
+            "rules": {
+                name: {"firing": st.firing, "failing_run": st.failing_run,
+                       "passing_run": st.passing_run, "dims": st.dims}
+                for name, st in sorted(self.states.items())
+            },
+            "firing": self.firing,
+        }  # fmt: skip
+
+    def restore(self, data: dict[str, Any], partials: Sequence[Partials]) -> None:
+        """Carry on from `to_json`'s state: rules no longer configured are dropped, new
+        ones start afresh; the buckets the baselines reach are read from the partials."""
+        if data.get("v") != STATE_VERSION:
+            raise ValueError(f"alert evaluator state v{data.get('v')}, expected v{STATE_VERSION}")
+        for name, saved in data["rules"].items():
+            if name in self.states:
+                self.states[name] = AlertState(
+                    saved["firing"], saved["failing_run"], saved["passing_run"], saved["dims"]
+                )
+        self.firing = {k: v for k, v in data["firing"].items() if k in self.states}
+        self.next_bucket = data["next_bucket"]
+        if self.next_bucket is not None:
+            first = self.next_bucket - KEEP_DAYS * DAY_BUCKETS
+            for bucket in range(first - first % DAY_BUCKETS, self.next_bucket):
+                self._load(partials, bucket)
 
     def _load(self, partials: Sequence[Partials], bucket: int) -> None:
         day, slot = divmod(bucket, DAY_BUCKETS)
@@ -103,6 +144,16 @@ class Evaluator:
                 )
                 a, s = counts.get(bucket, (0, 0))
                 counts[bucket] = (a + row[at], s + (row[at + 1] if len(row) > at + 1 else 0))
+
+    def _first_day(self, partials: Sequence[Partials]) -> int | None:
+        """The earliest (UTC) day any watched table has a row for."""
+        days = [
+            min(rows)
+            for part in partials
+            for name, rows in part.tables.items()
+            if rows and self._classify(name)
+        ]
+        return min(days) if days else None
 
     def _classify(self, name: str) -> tuple[Series, tuple[str, str] | None] | tuple[()]:
         """The series (and breakdown value) a table feeds, or () for other tables."""

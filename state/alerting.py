@@ -7,15 +7,18 @@ What alerting tools get wrong and this module does not:
   (the watermark has passed its end plus the outcome window); nothing after it
   is read.
 - Direction: a rule watches a drop or a rise, never "any change".
-- Volume: under `min_attempts` in the recent window nothing is judged (a
-  handful of night-time events is not a crisis), and the change must be at
-  least `min_effect` (absolute) besides being significant.
+- Volume: under `min_attempts` in the recent window, or with fewer than
+  `min_baseline_days` earlier days to compare with, nothing is judged (a
+  handful of night-time events is not a crisis, a new product has no normal
+  yet), and the change must be at least `min_effect` (absolute) besides being
+  significant.
 - Day-to-day variation: the baseline is the same time of day on earlier days;
   when those days' rates vary more than binomial noise allows, the test is
   beta-binomial with the fitted extra variance (else binomial), so a metric that
   is noisy by nature does not page.
 - Flapping: a rule fires after `pending` consecutive failing evaluations and
-  resolves after `keep_firing` consecutive passing ones.
+  resolves after `keep_firing` consecutive passing ones; a firing alert does not
+  resolve on windows too quiet to judge.
 - No data: `judge_volume` fires when a window that should hold events (Poisson
   against the baseline) holds far fewer.
 
@@ -44,10 +47,15 @@ class RateRule:
     direction: str = "drop"  # "drop" or "rise"
     window_buckets: int = 3  # the recent window: 15 minutes of 5-minute buckets
     baseline_days: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+    # Fewer baseline days with traffic and nothing is judged: the day-to-day variance
+    # (the beta-binomial's) cannot be estimated from fewer than 3.
+    min_baseline_days: int = 3
     min_attempts: int = 100  # in the recent window
     min_effect: float = 0.05  # absolute change of the rate
     alpha: float = 1e-4  # one-sided
-    pending: int = 2  # failing evaluations in a row before firing
+    # failing evaluations in a row before firing: a drop must last 15 minutes (on 30 days
+    # of generated traffic, 2 fired on short dips after push campaigns; 3 fired nothing)
+    pending: int = 3
     keep_firing: int = 3  # passing evaluations in a row before resolving
     severity: str = "critical"
 
@@ -147,7 +155,7 @@ def judge(rule: RateRule, series: Series, last: int) -> Verdict:
     n, x = window_sum(series.total, last, rule.window_buckets)
     days = baseline_days(series.total, rule, last)
     value = x / n if n else None
-    if not days:
+    if len(days) < max(1, rule.min_baseline_days):
         return Verdict(False, value, None, None, n)
     p0 = sum(s for _, s in days) / sum(a for a, _ in days)
     if n < rule.min_attempts or value is None:
@@ -235,6 +243,8 @@ def step(rule: RateRule, state: AlertState, verdict: Verdict, ts: int) -> dict[s
             state.dims = verdict.dims
             return _record(rule, "firing", verdict, state.dims, verdict.detail, ts)
         return None
+    if state.firing and verdict.p_value is None:
+        return None  # not judged (too little traffic): neither failing nor back to normal
     state.passing_run += 1
     state.failing_run = 0
     if state.firing and state.passing_run >= rule.keep_firing:

@@ -105,6 +105,9 @@ class AlertSpec:
     min_attempts: int = 100  # in the window; fewer are not judged
     min_effect: float = 0.05  # absolute change of the rate
     alpha: float = 1e-4  # one-sided significance
+    # How long after every partition's stream time passes a bucket's end plus the outcome
+    # window it is judged: events arriving later than that are not judged for it.
+    grace_ms: int = 2 * 60_000
 
 
 @dataclass(frozen=True)
@@ -225,8 +228,8 @@ class Config:
 
 def _alerts(value: Any) -> AlertSpec:
     """`[alerts] pairs = ["purchase:checkout>order_paid"], window = "15m", min_attempts,
-    min_effect, alpha`."""
-    known = {"pairs", "window", "min_attempts", "min_effect", "alpha"}
+    min_effect, alpha, grace = "2m"`."""
+    known = {"pairs", "window", "min_attempts", "min_effect", "alpha", "grace"}
     if not isinstance(value, dict) or set(value) - known:
         raise ConfigError(f"alerts: expected a table with {', '.join(sorted(known))}")
     kwargs: dict[str, Any] = {}
@@ -241,6 +244,8 @@ def _alerts(value: Any) -> AlertSpec:
         if window <= 0 or window % (5 * 60_000):
             raise ConfigError("alerts.window: a positive multiple of 5 minutes")
         kwargs["window_ms"] = window
+    if "grace" in value:
+        kwargs["grace_ms"] = parse_duration_ms(value["grace"], "alerts.grace")
     if "min_attempts" in value:
         kwargs["min_attempts"] = _positive_int(value["min_attempts"], "alerts.min_attempts")
     for key, high in (("min_effect", 1.0), ("alpha", 0.5)):

@@ -144,6 +144,23 @@ class Fold:
         """The partition's stream time: its largest watermark (None before any event)."""
         return max(self.watermarks.values()) if self.watermarks else None
 
+    def complete_ms(self, caught_up: Callable[[Hashable], bool]) -> int | None:
+        """Up to when this partition's events are all in, for the alerts: its stream
+        time, held back by each source not yet read to its end (a source read to its
+        end does not hold back, as an idle source in Kafka Streams). None before any
+        event, or while a source still behind has no watermark."""
+        stream = self.stream_ms()
+        if stream is None:
+            return None
+        complete = stream
+        for source in self.sources:
+            if not caught_up(source):
+                mark = self.watermarks.get(source)
+                if mark is None:
+                    return None
+                complete = min(complete, mark)
+        return complete
+
     def stream_day(self) -> int | None:
         """The local day of the partition's stream time."""
         stream = self.stream_ms()

@@ -35,8 +35,8 @@ class PartitionedFold:
         self.folds = [Fold(config, sources=[(t, p) for t in topics]) for p in range(n)]
         self.spend = Fold(config, sources=[(config.topics.spend, 0)])
         self.partition = UserPartitions(n)
-        # Alerts judge the whole cluster's buckets (in the worker: one evaluator over
-        # every partition's partials; here all partitions are at hand).
+        # Alerts judge the whole cluster's buckets (in the cluster: one evaluator over
+        # every partition's committed partials, agents/alerts.py; here all are at hand).
         self.evaluator = Evaluator(config)
         self._alerts: list[DerivedRecord] = []
 
@@ -51,10 +51,16 @@ class PartitionedFold:
             fold = self.folds[p]
             for topic, run in itertools.groupby(group, key=itemgetter(0)):
                 fold.apply_batch([(user_id, event) for _, user_id, event in run], (topic, p))
-        marks = [mark for f in self.folds if (mark := f.stream_ms()) is not None]
-        if marks:
-            for value in self.evaluator.advance([f.partials for f in self.folds], max(marks)):
+        complete = self.complete_ms()
+        if complete is not None:
+            for value in self.evaluator.advance([f.partials for f in self.folds], complete):
                 self._alerts.append(DerivedRecord("alerts", value["key"], value))
+
+    def complete_ms(self) -> int | None:
+        """What alerts may judge: every partition's stream time minus the grace, as the
+        workers' evaluator (input in `ts` order: every source is caught up)."""
+        marks = [mark for f in self.folds if (mark := f.stream_ms()) is not None]
+        return min(marks) - self.config.alerts.grace_ms if marks else None
 
     def apply_spend(self, events: Iterable[SpendLike]) -> None:
         self.spend.apply_spend(events, (self.config.topics.spend, 0))

@@ -40,7 +40,8 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, bootstrap: str, tmp: Path, partitions: int = 4) -> None:
+    def __init__(self, bootstrap: str, tmp: Path, partitions: int = 4, extra: str = "") -> None:
+        """`extra`: TOML tables appended to the configuration (e.g. an `[alerts]` table)."""
         self.bootstrap = bootstrap
         self.tmp = tmp
         run = uuid.uuid4().hex[:8]
@@ -50,8 +51,8 @@ class Cluster:
             f'[topics]\nclicks = "it-{run}.clicks"\norders = "it-{run}.orders"\n'
             f'spend = "it-{run}.spend"\n'
             f'dlq = "it-{run}.dlq"\nkpi = "it-{run}.kpi"\nsegments = "it-{run}.segments"\n'
-            f'triggers = "it-{run}.triggers"\n'
-            f"partitions = {partitions}\n"
+            f'triggers = "it-{run}.triggers"\nalerts = "it-{run}.alerts"\n'
+            f"partitions = {partitions}\n{extra}"
         )
         self.config = load_config(str(self.config_path))
         self.workers: dict[str, subprocess.Popen] = {}
@@ -165,13 +166,15 @@ class Cluster:
         self, spec: GeneratorSpec, *, rate: float = 0,
         key_of: Callable[[bytes], bytes | None] | None = None,
         flowing: asyncio.Event | None = None, flushed: asyncio.Event | None = None,
+        keep: Callable[[int], bool] | None = None,
     ) -> int:  # fmt: skip
         """Send the generated clicks and orders (keyed by user unless `key_of` says
         otherwise, in stream order) and spend (keyed by channel, to a topic with its
         own partition count); keep the same lines in files for replay.
 
         While `flowing` is cleared, sending pauses once everything sent so far is
-        acknowledged (then `flushed` is set), e.g. to take the broker down."""
+        acknowledged (then `flushed` is set), e.g. to take the broker down. `keep`: send
+        (and keep) only the lines whose `ts` it accepts, e.g. one part of a day."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
@@ -199,6 +202,8 @@ class Cluster:
             files = {"clicks": clicks, "orders": orders, "spend": spend}
             try:
                 for topic, line in generate(spec):
+                    if keep is not None and not keep(orjson.loads(line).get("ts", 0)):
+                        continue
                     files[topic].write(line + b"\n")
                     key: bytes | None
                     if topic == "spend":

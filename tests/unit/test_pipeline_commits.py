@@ -24,7 +24,7 @@ class FakeStore:
     def __init__(self):
         self.transactions = []  # (records, offsets)
 
-    def collect(self, fold, offsets, out):
+    def collect(self, fold, offsets, out, complete_ms=None):
         out.add(
             "state", b"m", orjson.dumps({"offsets": offsets, "users": sorted(fold.take_changed())})
         )
