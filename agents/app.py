@@ -23,6 +23,7 @@ from faust.types import TP
 from agents import fastpath, kafka_security
 from agents.alerts import LEADER_PARTITION, AlertService
 from agents.metrics import Metrics
+from agents.page import render_page
 from agents.pipeline import Pipeline, kafka_partition, spend_key
 from agents.settings import bootstrap_servers, broker_url
 from agents.snapshot import KpiReader
@@ -197,6 +198,14 @@ def create_app(
         report = await kpi_reader.report()
         return web.bytes(_json(report), content_type="application/json")
 
+    @app.page("/", name="opspulse_page")
+    async def page_view(web: Any, request: Any) -> Response:
+        """The report as a page (agents/page.py), reloading itself every PAGE_REFRESH_S."""
+        if (refused := denied(web, request)) is not None:
+            return refused
+        page = render_page(await kpi_reader.report(), refresh_seconds=PAGE_REFRESH_S)
+        return web.html(page)
+
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Response:
         body, content_type = metrics.exposition()
@@ -235,8 +244,9 @@ def _highwater(app: faust.App) -> Any:
     return highwater
 
 
-HTTP_TOKEN_ENV = "OPSPULSE_HTTP_TOKEN"  # protects /report and /users/{id}; /metrics,
+HTTP_TOKEN_ENV = "OPSPULSE_HTTP_TOKEN"  # protects /, /report and /users/{id}; /metrics,
 # /health and /ready stay open (scrapers and probes)
+PAGE_REFRESH_S = 30  # GET / reloads itself this often
 
 
 def _json(data: Any) -> bytes:

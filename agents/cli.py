@@ -1,4 +1,5 @@
-"""The `opspulse` command line (see the contract: replay, worker, snapshot, generate, demo, bench).
+"""The `opspulse` command line (see the contract: replay, worker, snapshot, report, generate,
+demo, bench).
 
 Exit status: 0 ok, 2 bad usage or configuration, 1 runtime error with a
 one-line message (the traceback only with --debug).
@@ -7,6 +8,7 @@ one-line message (the traceback only with --debug).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -86,6 +88,43 @@ def _snapshot(args: argparse.Namespace) -> int:
     return run_snapshot(args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    """The report as one self-contained HTML page: from --input (a report JSON file,
+    '-' for stdin), else the live cluster snapshot (as `opspulse snapshot`)."""
+    import orjson
+
+    from agents.page import render_page
+
+    if args.input is None:
+        import asyncio
+
+        from agents.settings import bootstrap_servers, load_config
+        from agents.snapshot import snapshot_report
+
+        report = asyncio.run(snapshot_report(bootstrap_servers(), load_config(args.config)))
+    else:
+        source = "stdin" if args.input == "-" else args.input
+        try:
+            body = sys.stdin.buffer.read() if args.input == "-" else Path(args.input).read_bytes()
+        except FileNotFoundError:
+            raise RuntimeError(f"input file not found: {args.input}") from None
+        try:
+            report = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RuntimeError(f"{source}: not JSON ({exc})") from None
+        if not isinstance(report, dict) or report.get("schema") != "opspulse.report/1":
+            raise RuntimeError(f"{source}: not an opspulse report (schema opspulse.report/1)")
+    page = render_page(report)
+    if args.html == "-":
+        sys.stdout.write(page)
+        sys.stdout.flush()
+    else:
+        tmp = Path(f"{args.html}.tmp{os.getpid()}")
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, args.html)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from agents.demo import run_demo
 
@@ -157,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", metavar="FILE", help="write the report here (default: stdout)"
     )
     snapshot.set_defaults(func=_snapshot)
+
+    report = sub.add_parser(
+        "report", help="the report as one self-contained HTML page (charts, tables)"
+    )
+    report.add_argument(
+        "--html", metavar="FILE", required=True, help="write the page here ('-': stdout)"
+    )
+    report.add_argument(
+        "--input", metavar="FILE",
+        help="the report JSON to show, as `replay` or `snapshot` write it ('-': stdin; "
+        "default: the live cluster snapshot, read like `opspulse snapshot`)",
+    )  # fmt: skip
+    add_config_argument(report)
+    report.set_defaults(func=_report)
 
     demo = sub.add_parser("demo", help="local Kafka + one worker + generated traffic, live summary")
     from agents.demo import add_demo_arguments
