@@ -1,7 +1,7 @@
 """OPSPULSE_KAFKA_* parsing (agents/kafka_security.py): defaults, one-line errors for
 bad values and combinations, the TLS context, the same settings for aiokafka and
 Faust, and secrets kept out of reprs and messages. The broker side is tested in
-tests/integration/test_kafka_security.py."""
+tests/integration/test_kafka_security_broker.py."""
 
 import ssl
 
