@@ -5,7 +5,8 @@ A bucket is complete once the cluster's completeness time (the caller's: every
 partition's stream time, minus `alerts.grace`) has passed its end plus the
 outcome window; it is read once, merged over the partitions' partials, into a
 `Series` that keeps the buckets the rules' baselines reach (8 days). Rules come
-from the funnels: one drop rule per watched step pair. Records (firing /
+from the funnels: one drop rule per watched step pair, one volume rule per step
+that starts a watched pair (state/alerting.py). Records (firing /
 resolved) follow `state/alerting.py`'s `step`; the currently firing ones are the
 report's `alerts`.
 
@@ -39,26 +40,46 @@ KEEP_DAYS = 8
 STATE_VERSION = 1
 
 
+VOLUME_MIN_DROP = 0.3  # a volume rule needs the attempts 30% under their usual count
+
+
 def default_rules(config: Config) -> list[tuple[RateRule, str]]:
-    """One drop rule per watched step pair, with the table prefix it reads."""
+    """Per watched step pair A → B a drop rule on its conversion, and per distinct A a
+    volume rule on its attempts (no data), each with the table prefix it reads."""
     spec = config.alerts
-    return [
-        (
+    window = spec.window_ms // BUCKET_MS
+    rules: list[tuple[RateRule, str]] = []
+    volume: dict[tuple[str, str], str] = {}
+    for funnel, i, a, b in step_pairs(config):
+        rules.append((
             RateRule(
                 name=f"{funnel}:{a}>{b}", metric=f"step_conversion:{funnel}:{a}>{b}",
-                window_buckets=spec.window_ms // BUCKET_MS, min_attempts=spec.min_attempts,
+                window_buckets=window, min_attempts=spec.min_attempts,
                 min_effect=spec.min_effect, alpha=spec.alpha,
             ),
             table_name(funnel, i),
-        )
-        for funnel, i, a, b in step_pairs(config)
-    ]  # fmt: skip
+        ))  # fmt: skip
+        volume.setdefault((funnel, a), table_name(funnel, i))
+    for (funnel, a), table in volume.items():
+        rules.append((
+            RateRule(
+                name=f"{funnel}:{a}:volume", metric=f"attempts:{funnel}:{a}",
+                window_buckets=window, min_attempts=spec.min_attempts,
+                min_effect=VOLUME_MIN_DROP, alpha=spec.alpha, statistic="volume",
+            ),
+            table,
+        ))  # fmt: skip
+    return rules
 
 
 class Evaluator:
     def __init__(self, config: Config, rules: Sequence[tuple[RateRule, str]] | None = None):
         self.rules = list(rules if rules is not None else default_rules(config))
-        self.series = {rule.name: Series() for rule, _ in self.rules}
+        # One series per table read, shared by the rules reading it.
+        self._by_table: dict[str, Series] = {}
+        self.series = {
+            rule.name: self._by_table.setdefault(prefix, Series()) for rule, prefix in self.rules
+        }
         self.states = {rule.name: AlertState() for rule, _ in self.rules}
         self.firing: dict[str, dict[str, Any]] = {}
         self.next_bucket: int | None = None
@@ -159,16 +180,16 @@ class Evaluator:
         """The series (and breakdown value) a table feeds, or () for other tables."""
         if not name.startswith(PREFIX):
             return ()
-        for rule, prefix in self.rules:
+        for prefix, series in self._by_table.items():
             if name == prefix:
-                return self.series[rule.name], None
+                return series, None
             if name.startswith(prefix + "/"):
                 dim, _, value = name[len(prefix) + 1 :].partition("/")
-                return self.series[rule.name], (dim, value)
+                return series, (dim, value)
         return ()
 
     def _forget(self, before: int) -> None:
-        for series in self.series.values():
+        for series in self._by_table.values():
             for rows in (series.total, *series.by_value.values()):
                 for bucket in [b for b in rows if b < before]:
                     del rows[bucket]

@@ -7,6 +7,9 @@ What alerting tools get wrong and this module does not:
   (the watermark has passed its end plus the outcome window); nothing after it
   is read.
 - Direction: a rule watches a drop or a rise, never "any change".
+- Breakdowns: when the total holds, each breakdown value with enough traffic is
+  judged on its own (Bonferroni over the values judged), so a step broken for
+  one device only is caught even where it is a small part of the total.
 - Volume: under `min_attempts` in the recent window, or with fewer than
   `min_baseline_days` earlier days to compare with, nothing is judged (a
   handful of night-time events is not a crisis, a new product has no normal
@@ -19,8 +22,10 @@ What alerting tools get wrong and this module does not:
 - Flapping: a rule fires after `pending` consecutive failing evaluations and
   resolves after `keep_firing` consecutive passing ones; a firing alert does not
   resolve on windows too quiet to judge.
-- No data: `judge_volume` fires when a window that should hold events (Poisson
-  against the baseline) holds far fewer.
+- No data: a volume rule (`judge_volume`) fires when a window that should hold
+  attempts (negative binomial against the baseline days) holds far fewer, and
+  names the breakdown value that lost them (an app release that stops sending
+  events from android).
 
 Pure: series in, verdicts and records out; the same code in replay and live.
 """
@@ -58,10 +63,15 @@ class RateRule:
     pending: int = 3
     keep_firing: int = 3  # passing evaluations in a row before resolving
     severity: str = "critical"
+    # "rate": successes / attempts; "volume": the attempts themselves (no data, or much
+    # less of it: min_effect is then the relative drop, min_attempts the usual count)
+    statistic: str = "rate"
 
     def __post_init__(self) -> None:
         if self.direction not in ("drop", "rise"):
             raise ValueError(f"direction must be 'drop' or 'rise', got {self.direction!r}")
+        if self.statistic not in ("rate", "volume"):
+            raise ValueError(f"statistic must be 'rate' or 'volume', got {self.statistic!r}")
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,8 @@ def _extra_variance(days: Sequence[Counts], p0: float) -> float:
 
 def judge(rule: RateRule, series: Series, last: int) -> Verdict:
     """Evaluate `rule` on the window ending with bucket `last` (complete)."""
+    if rule.statistic == "volume":
+        return judge_volume(rule, series, last)
     n, x = window_sum(series.total, last, rule.window_buckets)
     days = baseline_days(series.total, rule, last)
     value = x / n if n else None
@@ -159,20 +171,51 @@ def judge(rule: RateRule, series: Series, last: int) -> Verdict:
         return Verdict(False, value, None, None, n)
     p0 = sum(s for _, s in days) / sum(a for a, _ in days)
     if n < rule.min_attempts or value is None:
-        return Verdict(False, value, p0, None, n)
+        return _judge_values(rule, series, last) or Verdict(False, value, p0, None, n)
     change = p0 - value if rule.direction == "drop" else value - p0
     p = tail_p_value(x, n, days, rule.direction)
     failing = change >= rule.min_effect and p is not None and p < rule.alpha
-    dims, explained = diagnose(rule, series, last, p0) if failing else ({}, "")
+    if not failing:
+        return _judge_values(rule, series, last) or Verdict(False, value, p0, p, n)
+    dims, explained = diagnose(rule, series, last, p0)
     verb = "dropped" if rule.direction == "drop" else "rose"
     minutes = rule.window_buckets * BUCKET_MS // 60_000
     detail = (
         f"{rule.metric} {verb} to {value:.1%} (baseline {p0:.1%}) over {minutes} min, "
         f"{n} attempts; {explained}"
-        if failing
-        else ""
     )
-    return Verdict(failing, value, p0, p, n, dims, detail)
+    return Verdict(True, value, p0, p, n, dims, detail)
+
+
+def _judge_values(rule: RateRule, series: Series, last: int) -> Verdict | None:
+    """A breakdown value failing on its own, when the total does not (a step broken
+    for android only can be too small a part of the total to show there): each value
+    with `min_attempts` // 2 attempts is judged against its own baseline days, at
+    `alpha` divided by the number of values judged (Bonferroni). The most
+    significant failing value, or None."""
+    judged = []
+    for (dim, val), rows in sorted(series.by_value.items()):
+        n, x = window_sum(rows, last, rule.window_buckets)
+        days = baseline_days(rows, rule, last)
+        if n >= max(1, rule.min_attempts // 2) and len(days) >= max(1, rule.min_baseline_days):
+            judged.append((dim, val, n, x, days))
+    worst: Verdict | None = None
+    for dim, val, n, x, days in judged:
+        p0 = sum(s for _, s in days) / sum(a for a, _ in days)
+        value = x / n
+        if (p0 - value if rule.direction == "drop" else value - p0) < rule.min_effect:
+            continue
+        p = tail_p_value(x, n, days, rule.direction)
+        if p is None or p >= rule.alpha / len(judged) or (worst and p >= (worst.p_value or 1)):
+            continue
+        verb = "dropped" if rule.direction == "drop" else "rose"
+        minutes = rule.window_buckets * BUCKET_MS // 60_000
+        detail = (
+            f"{rule.metric} for {dim}={val} {verb} to {value:.1%} (its baseline {p0:.1%}) "
+            f"over {minutes} min, {n} attempts; the total is within its usual range"
+        )
+        worst = Verdict(True, value, p0, p, n, {dim: val}, detail)
+    return worst
 
 
 def diagnose(rule: RateRule, series: Series, last: int, p0: float) -> tuple[dict[str, str], str]:
@@ -267,33 +310,68 @@ def _record(
     }  # fmt: skip
 
 
-def judge_volume(
-    counts: Mapping[int, int], last: int, rule: RateRule, min_expected: float = 50.0
-) -> Verdict:
-    """No data: the window's event count against the mean of its baseline days
-    (Poisson, one-sided low); judged only when the baseline expects `min_expected`."""
-    n = sum(counts.get(b, 0) for b in range(last - rule.window_buckets + 1, last + 1))
-    base = [
-        sum(
-            counts.get(b - d * DAY_BUCKETS, 0)
-            for b in range(last - rule.window_buckets + 1, last + 1)
-        )
-        for d in rule.baseline_days
-    ]
-    base = [c for c in base if c]
-    if not base:
+def judge_volume(rule: RateRule, series: Series, last: int) -> Verdict:
+    """No data, or much less of it: the window's attempts against the same window on
+    the baseline days, one-sided low. Negative binomial (Poisson widened by the days'
+    own variation, fitted like the rates' beta-binomial), else Poisson; judged once the
+    baseline days' mean reaches `min_attempts`; the drop must be at least `min_effect`
+    of that mean. Names the breakdown value that lost most of the missing attempts."""
+    n = window_sum(series.total, last, rule.window_buckets)[0]
+    days = volume_days(series.total, rule, last)
+    if len(days) < max(1, rule.min_baseline_days):
         return Verdict(False, float(n), None, None, n)
-    expected = sum(base) / len(base)
-    if expected < min_expected:
+    expected = sum(days) / len(days)
+    if expected < rule.min_attempts:
         return Verdict(False, float(n), expected, None, n)
     from scipy import stats
 
-    p = float(stats.poisson.cdf(n, expected))
+    variance = sum((d - expected) ** 2 for d in days) / (len(days) - 1) if len(days) > 1 else 0.0
+    if variance > expected:
+        r = expected**2 / (variance - expected)
+        p = float(stats.nbinom.cdf(n, r, r / (r + expected)))
+    else:
+        p = float(stats.poisson.cdf(n, expected))
     failing = p < rule.alpha and n <= expected * (1 - rule.min_effect)
-    detail = (
-        f"{n} events in {rule.window_buckets * BUCKET_MS // 60_000} min (usually {expected:.0f})"
-    )
-    return Verdict(failing, float(n), expected, p, n, {}, detail if failing else "")
+    if not failing:
+        return Verdict(False, float(n), expected, p, n)
+    dims, explained = _diagnose_volume(rule, series, last)
+    minutes = rule.window_buckets * BUCKET_MS // 60_000
+    detail = f"{rule.metric} fell to {n} in {minutes} min (usually {expected:.0f}); {explained}"
+    return Verdict(True, float(n), expected, p, n, dims, detail)
+
+
+def volume_days(rows: Mapping[int, Counts], rule: RateRule, last: int) -> list[int]:
+    """The attempts of the same window on each baseline day that has any."""
+    counts = [
+        window_sum(rows, last - days * DAY_BUCKETS, rule.window_buckets)[0]
+        for days in rule.baseline_days
+    ]
+    return [c for c in counts if c]
+
+
+def _diagnose_volume(rule: RateRule, series: Series, last: int) -> tuple[dict[str, str], str]:
+    """The breakdown value holding `DOMINANT_SHARE` of its dimension's missing attempts
+    (usual minus now, over the values that lost some), else "broad"."""
+    missing: dict[str, dict[str, float]] = {}
+    for (dim, value), rows in series.by_value.items():
+        n = window_sum(rows, last, rule.window_buckets)[0]
+        counts = [
+            window_sum(rows, last - days * DAY_BUCKETS, rule.window_buckets)[0]
+            for days in rule.baseline_days
+        ]
+        missing.setdefault(dim, {})[value] = sum(counts) / len(counts) - n
+    best: tuple[float, str, str] | None = None
+    for dim, values in sorted(missing.items()):
+        lost = sum(m for m in values.values() if m > 0)
+        if lost > 0:
+            value = max(values, key=lambda v: (values[v], v))
+            share = values[value] / lost
+            if best is None or share > best[0]:
+                best = (share, dim, value)
+    if best is None or best[0] < DOMINANT_SHARE:
+        return {}, "broad: no single breakdown value explains most of it"
+    share, dim, value = best
+    return {dim: value}, f"mostly {dim}={value} ({share:.0%} of the missing attempts)"
 
 
 def bucket_end_ms(bucket: int) -> int:

@@ -51,13 +51,16 @@ END_MS = bucket_end_ms(START + DAYS * DAY_BUCKETS - 1) + OUTCOME_WINDOW_MS + 1
 
 
 def by_hand():
-    """Every bucket from the first day's start judged on the unsplit series."""
-    (rule, _), = Evaluator(CONFIG).rules  # fmt: skip
-    state, records = AlertState(), []
+    """Every bucket from the first day's start judged on the unsplit series, by each
+    rule (the step pair's conversion, then its first step's volume) in turn."""
+    rules = [rule for rule, _ in Evaluator(CONFIG).rules]
+    assert [r.statistic for r in rules] == ["rate", "volume"]
+    states, records = [AlertState() for _ in rules], []
     for b in range(START, START + DAYS * DAY_BUCKETS):
-        record = step(rule, state, judge(rule, SERIES, b), bucket_end_ms(b))
-        if record:
-            records.append(record)
+        for rule, state in zip(rules, states, strict=True):
+            record = step(rule, state, judge(rule, SERIES, b), bucket_end_ms(b))
+            if record:
+                records.append(record)
     return records
 
 

@@ -15,7 +15,6 @@ from state.alerting import (
     Series,
     bucket_end_ms,
     judge,
-    judge_volume,
     step,
     tail_p_value,
 )
@@ -31,8 +30,9 @@ def volume(bucket):
     return 20 + 180 * (0.5 - 0.5 * np.cos((hour - 8) / 24 * 2 * np.pi)) ** 3
 
 
-def simulate(days, seed=1, incident=None, rate=None, shares=DEVICES, base=0.82):
-    """A Series over `days` days. `incident`: (first bucket, buckets, device, rate)."""
+def simulate(days, seed=1, incident=None, rate=None, shares=DEVICES, base=0.82, scale=1.0):
+    """A Series over `days` days. `incident`: (first bucket, buckets, device, rate);
+    `scale`: traffic relative to `volume`."""
     rng = np.random.default_rng(seed)
     series = Series()
     for d in range(days):
@@ -40,7 +40,7 @@ def simulate(days, seed=1, incident=None, rate=None, shares=DEVICES, base=0.82):
         for i in range(DAY_BUCKETS):
             b = START + d * DAY_BUCKETS + i
             for device, share in shares(b) if callable(shares) else shares.items():
-                n = rng.poisson(volume(b) * share)
+                n = rng.poisson(volume(b) * share * scale)
                 p = rate(device, b, day_rate) if rate else day_rate
                 if incident and incident[0] <= b < incident[0] + incident[1]:
                     if incident[2] in (device, "*"):
@@ -165,19 +165,66 @@ def test_p_values_equal_scipys_binomial_and_fitted_beta_binomial(direction):
     assert abs(tail_p_value(780, 1000, noisy, direction) - expected) < 1e-12
 
 
-def test_no_data_fires_when_a_busy_window_is_empty():
-    counts = {}
-    evening = 20 * 12
-    for d in range(8):
-        for i in range(DAY_BUCKETS):
-            counts[START + d * DAY_BUCKETS + i] = int(volume(i)) * 5
-    last = START + 7 * DAY_BUCKETS + evening
-    assert not judge_volume(counts, last, RULE).failing
-    for b in range(last - 2, last + 1):
-        counts[b] = 0
-    verdict = judge_volume(counts, last, RULE)
+VOLUME = RateRule(
+    name="purchase:checkout:volume", metric="attempts:purchase:checkout", statistic="volume",
+    min_effect=0.3,
+)  # fmt: skip
+
+
+def test_no_data_fires_when_a_busy_window_is_empty_and_names_the_silent_device():
+    series = simulate(8)
+    last = START + 7 * DAY_BUCKETS + 20 * 12  # day 7, 20:00
+    assert not judge(VOLUME, series, last).failing
+    for b in range(last - 2, last + 1):  # android sends nothing for 15 minutes
+        n, x = series.by_value[("device", "android")].pop(b)
+        a, s = series.total[b]
+        series.total[b] = (a - n, s - x)
+    verdict = judge(VOLUME, series, last)
     assert verdict.failing and "usually" in verdict.detail
+    assert verdict.dims == {"device": "android"}
+    assert verdict.value < verdict.baseline * 0.7
+
+
+def test_no_data_is_not_judged_at_night_nor_on_ordinary_days():
+    series = simulate(8)
     night = START + 7 * DAY_BUCKETS + 3 * 12
     for b in range(night - 2, night + 1):
-        counts[b] = 0
-    assert not judge_volume(counts, night, RULE, min_expected=1_000).failing
+        series.total[b] = (0, 0)
+    # ~20 attempts per bucket at night: the usual count is under min_attempts
+    assert judge(VOLUME, series, night).p_value is None
+    for last in range(START + 7 * DAY_BUCKETS, START + 7 * DAY_BUCKETS + 12 * 12):
+        assert not judge(VOLUME, series, last).failing
+
+
+def test_no_data_p_value_is_the_fitted_negative_binomial():
+    series = Series()
+    last = START + 7 * DAY_BUCKETS
+    for d, n in zip(range(1, 8), (900, 1000, 1100, 950, 1050, 1000, 1000), strict=True):
+        series.add(last - d * DAY_BUCKETS, n, 0, {})
+    series.add(last, 500, 0, {})
+    rule = RateRule(name="v", metric="v", statistic="volume", window_buckets=1, min_effect=0.3)
+    days = np.array([900, 1000, 1100, 950, 1050, 1000, 1000])
+    mean, var = days.mean(), days.var(ddof=1)
+    r = mean**2 / (var - mean)
+    verdict = judge(rule, series, last)
+    assert abs(verdict.p_value - stats.nbinom.cdf(500, r, r / (r + mean))) < 1e-12
+    assert verdict.failing
+
+
+def test_a_step_broken_on_a_small_device_is_caught_on_its_own():
+    """Android is 10% of the traffic: its drop (0.82 -> 0.6) moves the total by ~0.02,
+    under min_effect, but judged on its own (Bonferroni over the values) it fires and is
+    named; clean days with the same mix fire nothing."""
+    shares = {"ios": 0.5, "android": 0.1, "web": 0.4}
+    incident_start = START + 14 * DAY_BUCKETS + 19 * 12
+    series = simulate(
+        15, incident=(incident_start, 6, "android", 0.6), shares=shares, scale=3
+    )  # fmt: skip
+    records = run(series, START + 14 * DAY_BUCKETS, START + 15 * DAY_BUCKETS - 1)
+    assert [r["state"] for _, r in records] == ["firing", "resolved"]
+    (fired_at, firing), _ = records
+    assert incident_start <= fired_at <= incident_start + 5
+    assert firing["dims"] == {"device": "android"} and "for device=android" in firing["detail"]
+    assert firing["baseline"] - firing["value"] > 0.15  # android's own rate and baseline
+    clean = simulate(15, shares=shares, scale=3)
+    assert run(clean, START + 7 * DAY_BUCKETS, START + 15 * DAY_BUCKETS - 1) == []
