@@ -25,7 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents import kafka_security
 from agents.snapshot import KpiReader
 from agents.statestore import alert_state_topic
-from state.alert_evaluator import Evaluator
+from state.alert_evaluator import KEEP_DAYS, Evaluator, last_complete
+from state.alerting import DAY_BUCKETS
 from state.config import Config
 
 log = logging.getLogger("opspulse.alerts")
@@ -63,12 +64,13 @@ class AlertService:
                 await self._take_over()
             evaluator = self.evaluator
             assert evaluator is not None
-            partials = await self.reader.partials()
+            await self.reader.refresh()
             complete = self.reader.complete_ms()
-            if complete is None:
-                return
             before = evaluator.next_bucket
-            records = evaluator.advance([partials], complete)
+            if complete is None or (before is not None and last_complete(complete) < before):
+                return  # nothing new to judge: decode nothing
+            since = None if before is None else before // DAY_BUCKETS - KEEP_DAYS - 1
+            records = evaluator.advance([self.reader.decoded(since)], complete)
             if records or evaluator.next_bucket != before:
                 await self._commit(evaluator, records)
         except asyncio.CancelledError:
@@ -89,7 +91,8 @@ class AlertService:
         state = await self._committed_state()
         evaluator = Evaluator(self.config)
         if state is not None:
-            evaluator.restore(state, [await self.reader.partials()])
+            since = state["next_bucket"] // DAY_BUCKETS - KEEP_DAYS - 1
+            evaluator.restore(state, [await self.reader.partials(since)])
         self.evaluator = evaluator
         log.info(
             "alert evaluator running (%s)",

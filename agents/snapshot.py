@@ -39,7 +39,17 @@ class KpiReader:
         self._alert_state: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
 
-    async def partials(self) -> Partials:
+    async def partials(self, since_day: int | None = None) -> Partials:
+        """Everything committed so far, merged (day records from `since_day` on)."""
+        await self.refresh()
+        return self.decoded(since_day)
+
+    def decoded(self, since_day: int | None = None) -> Partials:
+        """What the last refresh read, merged (day records from `since_day` on)."""
+        return partials_from_records(self._latest, self.config, since_day)
+
+    async def refresh(self) -> None:
+        """Read what was committed since the last call (without decoding it)."""
         async with self._lock:
             consumer = await self._assigned()
             tps = consumer.assignment()
@@ -55,7 +65,6 @@ class KpiReader:
                             continue
                         for record in records:
                             self._latest[record.key] = record.value
-            return partials_from_records(self._latest, self.config)
 
     def open_alerts(self) -> list[dict[str, Any]]:
         """The alerts firing as of the evaluator's last committed state."""
@@ -121,13 +130,21 @@ async def read_partials(bootstrap: str, config: Config) -> Partials:
         await reader.stop()
 
 
-def partials_from_records(latest: dict[bytes, bytes], config: Config) -> Partials:
+def partials_from_records(
+    latest: dict[bytes, bytes], config: Config, since_day: int | None = None
+) -> Partials:
+    """The partitions' latest records merged; with `since_day`, day records of earlier
+    days are left out (decoding every day is what costs: the alert evaluator needs
+    only its last week)."""
     steps = tuple(len(f.steps) for f in config.funnels)
     names = [f.name for f in config.funnels]
     per_partition: dict[int, Partials] = {}
     for key, value in latest.items():
         if value is None:
             continue
+        if since_day is not None and not key.endswith(b"/events"):
+            if int(key.rsplit(b"/", 1)[1]) < since_day:
+                continue
         record: dict[str, Any] = orjson.loads(value)
         partials = per_partition.setdefault(record["partition"], Partials(funnel_steps=steps))
         if key.endswith(b"/events"):

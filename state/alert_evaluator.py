@@ -72,6 +72,11 @@ def default_rules(config: Config) -> list[tuple[RateRule, str]]:
     return rules
 
 
+def last_complete(complete_ms: int) -> int:
+    """The last bucket whose end plus the outcome window `complete_ms` has passed."""
+    return (complete_ms - OUTCOME_WINDOW_MS - 1) // BUCKET_MS - 1
+
+
 class Evaluator:
     def __init__(self, config: Config, rules: Sequence[tuple[RateRule, str]] | None = None):
         self.rules = list(rules if rules is not None else default_rules(config))
@@ -88,15 +93,14 @@ class Evaluator:
     def advance(self, partials: Sequence[Partials], complete_ms: int) -> list[dict[str, Any]]:
         """Judge every bucket completed since the last call (every event up to
         `complete_ms` is in the partials); the records to publish."""
-        # Complete: `complete_ms` is past its end plus the outcome window.
-        last_complete = (complete_ms - OUTCOME_WINDOW_MS - 1) // BUCKET_MS - 1
+        last = last_complete(complete_ms)
         if self.next_bucket is None:
             first_day = self._first_day(partials)
             if first_day is None:
                 return []
             self.next_bucket = first_day * DAY_BUCKETS
         records = []
-        for bucket in range(self.next_bucket, last_complete + 1):
+        for bucket in range(self.next_bucket, last + 1):
             self._load(partials, bucket)
             for rule, _ in self.rules:
                 verdict = judge(rule, self.series[rule.name], bucket)
@@ -109,7 +113,7 @@ class Evaluator:
                         self.firing.pop(rule.name, None)
             if bucket % DAY_BUCKETS == 0:
                 self._forget(bucket - KEEP_DAYS * DAY_BUCKETS)
-        self.next_bucket = max(self.next_bucket, last_complete + 1)
+        self.next_bucket = max(self.next_bucket, last + 1)
         return records
 
     def open_alerts(self) -> list[dict[str, Any]]:
