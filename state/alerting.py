@@ -237,7 +237,7 @@ def diagnose(rule: RateRule, series: Series, last: int, p0: float) -> tuple[dict
         if n or base_n:
             by_dim.setdefault(dim, []).append((value, n, x, base_n, base_p))
     mix_best: tuple[float, str, str] | None = None
-    excess_best: tuple[float, str, str] | None = None
+    excess: dict[str, dict[str, float]] = {}
     for dim, values in sorted(by_dim.items()):
         n_all = sum(v[1] for v in values)
         base_all = sum(v[3] for v in values)
@@ -248,18 +248,13 @@ def diagnose(rule: RateRule, series: Series, last: int, p0: float) -> tuple[dict
         grew = max(values, key=lambda v: (v[1] / n_all - v[3] / base_all, v[0]))
         if mix_best is None or mix_part > mix_best[0]:
             mix_best = (mix_part, dim, grew[0])
-        excess = {value: sign * (n * base_p - x) for value, n, x, _, base_p in values}
-        positive = sum(e for e in excess.values() if e > 0)
-        if positive > 0:
-            value = max(excess, key=lambda v: (excess[v], v))
-            share = excess[value] / positive
-            if excess_best is None or share > excess_best[0]:
-                excess_best = (share, dim, value)
+        excess[dim] = {value: sign * (n * base_p - x) for value, n, x, _, base_p in values}
     if mix_best is not None and change > 0 and mix_best[0] >= change / 2:
         _, dim, value = mix_best
         return {dim: value}, f"the traffic mix moved (more {dim}={value}), not the rates"
-    if excess_best is None or excess_best[0] < DOMINANT_SHARE:
-        return {}, "broad: no single breakdown value explains most of it"
+    excess_best = dominant(excess)
+    if excess_best is None:
+        return {}, BROAD
     share, dim, value = excess_best
     what = "failures" if rule.direction == "drop" else "successes"
     return {dim: value}, f"mostly {dim}={value} ({share:.0%} of the excess {what})"
@@ -349,6 +344,24 @@ def volume_days(rows: Mapping[int, Counts], rule: RateRule, last: int) -> list[i
     return [c for c in counts if c]
 
 
+BROAD = "broad: no single breakdown value explains most of it"
+
+
+def dominant(shares: Mapping[str, Mapping[str, float]]) -> tuple[float, str, str] | None:
+    """(share, dimension, value) of the breakdown value holding the largest share of
+    its dimension's positive amounts (excess failures, missing attempts), if that is
+    at least `DOMINANT_SHARE`."""
+    best: tuple[float, str, str] | None = None
+    for dim, values in sorted(shares.items()):
+        positive = sum(v for v in values.values() if v > 0)
+        if positive > 0:
+            value = max(values, key=lambda v: (values[v], v))
+            share = values[value] / positive
+            if best is None or share > best[0]:
+                best = (share, dim, value)
+    return best if best is not None and best[0] >= DOMINANT_SHARE else None
+
+
 def _diagnose_volume(rule: RateRule, series: Series, last: int) -> tuple[dict[str, str], str]:
     """The breakdown value holding `DOMINANT_SHARE` of its dimension's missing attempts
     (usual minus now, over the values that lost some), else "broad"."""
@@ -360,16 +373,9 @@ def _diagnose_volume(rule: RateRule, series: Series, last: int) -> tuple[dict[st
             for days in rule.baseline_days
         ]
         missing.setdefault(dim, {})[value] = sum(counts) / len(counts) - n
-    best: tuple[float, str, str] | None = None
-    for dim, values in sorted(missing.items()):
-        lost = sum(m for m in values.values() if m > 0)
-        if lost > 0:
-            value = max(values, key=lambda v: (values[v], v))
-            share = values[value] / lost
-            if best is None or share > best[0]:
-                best = (share, dim, value)
-    if best is None or best[0] < DOMINANT_SHARE:
-        return {}, "broad: no single breakdown value explains most of it"
+    best = dominant(missing)
+    if best is None:
+        return {}, BROAD
     share, dim, value = best
     return {dim: value}, f"mostly {dim}={value} ({share:.0%} of the missing attempts)"
 
