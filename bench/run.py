@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="events/s and memory at 10k/100k/1M users, 1 vs 2 workers",
     )
+    from bench.soak import add_soak_arguments
+
+    add_soak_arguments(parser)
 
 
 class Say:
@@ -482,6 +486,10 @@ async def two_workers(quick: bool, say: Say) -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "soak", None) is not None:
+        from bench.soak import run_soak
+
+        return run_soak(args)
     say = Say(args.json)
     results = asyncio.run(bench(args.quick, say))
     if args.scaling:
@@ -494,24 +502,27 @@ def run_bench(args: argparse.Namespace) -> int:
     path = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     say(f"saved {path}")
-    if args.json:
-        print(orjson.dumps({k: results[k] for k in KEYS}).decode())
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"opspulse bench ({results['events']:,} events)")
-        table.add_column("figure")
-        table.add_column("value", justify="right")
-        for key in KEYS:
-            value = results[key]
-            table.add_row(
-                key,
-                "n/a"
-                if value is None
-                else f"{value:,}"
-                if isinstance(value, int | float)
-                else str(value),
-            )
-        Console().print(table)
+    print_results(results, KEYS, f"opspulse bench ({results['events']:,} events)", args.json)
     return 0
+
+
+def print_results(results: dict[str, Any], keys: Sequence[str], title: str, as_json: bool) -> None:
+    """The figures named by `keys`: one JSON object (--json) or a table."""
+    if as_json:
+        print(orjson.dumps({k: results[k] for k in keys}).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in keys:
+        value = results[key]
+        shown = (
+            "n/a" if value is None
+            else f"{value:,}" if isinstance(value, int | float) and not isinstance(value, bool)
+            else str(value)
+        )  # fmt: skip
+        table.add_row(key, shown)
+    Console().print(table)
