@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import Any
 
 log = logging.getLogger("opspulse.fastpath")
@@ -41,6 +42,7 @@ def install(app: Any, input_topics: set[str], handle_batch: BatchHandler) -> Non
         callback = self.callback
         to_message = self._to_message
         set_read_offset = self._read_offset.__setitem__
+        monitor = self.app.monitor
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 records, active = await self._wait_next_records(1.0)
@@ -73,6 +75,9 @@ def install(app: Any, input_topics: set[str], handle_batch: BatchHandler) -> Non
                         await handle_batch(
                             tp.topic, tp.partition, batch, lambda tp=tp: tp in self.assignment()
                         )
+                        if monitor is not None:  # as a Faust stream would: no "Stream has
+                            # not started processing" errors while the worker catches up
+                            monitor.stream_inbound_time[tp] = monotonic()
                     else:
                         for record in batch:
                             await callback(to_message(tp, record))

@@ -56,5 +56,19 @@ def test_the_batch_path_replaces_the_fetch_loop_it_was_written_against():
         assert piece in getmany, piece
 
 
+def test_the_event_path_check_reads_the_inbound_time_the_batch_path_writes():
+    # Faust logs "Stream has not started processing" for a lagging partition with no
+    # stream_inbound_time entry; agents/fastpath.py sets it per handled batch.
+    from faust.sensors.monitor import Monitor
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert "monitor.stream_inbound_time.get(tp)" in inspect.getsource(
+        AIOKafkaConsumerThread.verify_event_path
+    )
+    assert "self.stream_inbound_time[tp] = monotonic()" in inspect.getsource(
+        Monitor.on_stream_event_in
+    )
+
+
 def test_routing_by_input_topic_exists():
     assert "external_topic_key_store" in inspect.getsource(Router.route_topic_req)
