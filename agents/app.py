@@ -120,6 +120,7 @@ def create_app(
     async def commit() -> None:
         try:
             await pipeline.commit_all()
+            fastpath.mark_committed(app, pipeline.input_partitions())
         except Exception as exc:  # the state in memory is ahead of Kafka: start over
             # Memory is now ahead of Kafka for that partition: exit non-zero; the
             # supervisor's restart reloads exactly what Kafka committed.

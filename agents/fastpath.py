@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from time import monotonic
 from typing import Any
+
+from faust.types import TP
 
 log = logging.getLogger("opspulse.fastpath")
 
@@ -93,3 +95,14 @@ def install(app: Any, input_topics: set[str], handle_batch: BatchHandler) -> Non
 
     _drain_messages.__wrapped__ = original  # type: ignore[attr-defined]
     consumer_cls._drain_messages = _drain_messages
+
+
+def mark_committed(app: Any, tps: Iterable[tuple[str, int]]) -> None:
+    """Tell Faust's consumer thread these input partitions were just committed (by the
+    pipeline's transactions, which Faust does not see), as its own commit does; else
+    its event-path check logs "Has not committed ... since worker start" at ERROR."""
+    thread = getattr(app.consumer, "_thread", None)
+    committed = getattr(thread, "tp_last_committed_at", None)
+    if committed is not None:
+        now = monotonic()
+        committed.update({TP(topic, partition): now for topic, partition in tps})

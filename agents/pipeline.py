@@ -324,6 +324,10 @@ class Pipeline:
         if self.metrics is not None:
             self.metrics.observe_dead_letter(topic, reason)
 
+    def input_partitions(self) -> list[tuple[str, int]]:
+        """(topic, Kafka partition) of every input this worker commits."""
+        return [source for key in self.partitions for source in self._sources(key)]
+
     def _caught_up(self, runtime: PartitionRuntime) -> Callable[[Any], bool]:
         """Whether a source (topic, partition) of the partition has been applied up to
         the end offset last fetched (unknown: no)."""

@@ -68,6 +68,13 @@ def test_the_event_path_check_reads_the_inbound_time_the_batch_path_writes():
     assert "self.stream_inbound_time[tp] = monotonic()" in inspect.getsource(
         Monitor.on_stream_event_in
     )
+    # ... and "Has not committed" unless tp_last_committed_at is set (fastpath.mark_committed).
+    assert "self.tp_last_committed_at.get(tp)" in inspect.getsource(
+        AIOKafkaConsumerThread.verify_event_path
+    )
+    assert "self.tp_last_committed_at = {}" in inspect.getsource(
+        AIOKafkaConsumerThread.__post_init__
+    )
 
 
 def test_routing_by_input_topic_exists():
