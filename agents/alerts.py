@@ -33,6 +33,7 @@ log = logging.getLogger("opspulse.alerts")
 
 STATE_KEY = b"evaluator"
 LEADER_PARTITION = 0  # the owner of this user partition runs the evaluator
+CLOSE_WAIT_S = 15.0  # how long shutdown waits for an evaluation in flight
 
 
 class AlertService:
@@ -45,6 +46,8 @@ class AlertService:
         self.evaluator: Evaluator | None = None
         self.records_published = 0
         self._producer: AIOKafkaProducer | None = None
+        self._ticking = asyncio.Lock()  # held by a tick; `close` waits for it
+        self._closed = False
 
     @property
     def running(self) -> bool:
@@ -56,6 +59,13 @@ class AlertService:
 
     async def tick(self, leading: bool) -> None:
         """Judge what the cluster has completed since the last tick, if `leading`."""
+        if self._closed:
+            return
+        async with self._ticking:
+            if not self._closed:
+                await self._tick(leading)
+
+    async def _tick(self, leading: bool) -> None:
         if not leading:
             await self.stop()
             return
@@ -135,6 +145,17 @@ class AlertService:
         self.records_published += len(records)
         for r in records:
             log.info("alert %s %s %s", r["state"], r["key"], r["dims"] or "")
+
+    async def close(self) -> None:
+        """Shutdown: let a tick in flight finish (it may be reading the KPI topic with
+        the reader about to stop), then stop; no tick runs after this."""
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._ticking.acquire(), CLOSE_WAIT_S)
+            self._ticking.release()
+        except TimeoutError:
+            log.warning("an alert evaluation was still running at shutdown; stopping anyway")
+        await self.stop()
 
     async def stop(self) -> None:
         self.evaluator = None

@@ -141,7 +141,7 @@ def create_app(
             log.info("final commit done")
         except Exception as exc:
             log.warning("final commit skipped: %r", exc)
-        await alerts.stop()
+        await alerts.close()  # before the reader it may be using
         await kpi_reader.stop()
 
     @app.on_partitions_revoked.connect

@@ -116,9 +116,17 @@ class KpiReader:
         return self._consumer
 
     async def stop(self) -> None:
+        """Stop the consumer once no read is in flight (a read of a stopped consumer
+        can wait forever)."""
+        try:
+            await asyncio.wait_for(self._lock.acquire(), 15)
+        except TimeoutError:
+            pass  # a read is stuck: stop anyway
+        else:
+            self._lock.release()
         if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
 
 
 async def read_partials(bootstrap: str, config: Config) -> Partials:
