@@ -312,7 +312,7 @@ def judge_volume(rule: RateRule, series: Series, last: int) -> Verdict:
     baseline days' mean reaches `min_attempts`; the drop must be at least `min_effect`
     of that mean. Names the breakdown value that lost most of the missing attempts."""
     n = window_sum(series.total, last, rule.window_buckets)[0]
-    days = volume_days(series.total, rule, last)
+    days = [a for a, _ in baseline_days(series.total, rule, last)]
     if len(days) < max(1, rule.min_baseline_days):
         return Verdict(False, float(n), None, None, n)
     expected = sum(days) / len(days)
@@ -333,15 +333,6 @@ def judge_volume(rule: RateRule, series: Series, last: int) -> Verdict:
     minutes = rule.window_buckets * BUCKET_MS // 60_000
     detail = f"{rule.metric} fell to {n} in {minutes} min (usually {expected:.0f}); {explained}"
     return Verdict(True, float(n), expected, p, n, dims, detail)
-
-
-def volume_days(rows: Mapping[int, Counts], rule: RateRule, last: int) -> list[int]:
-    """The attempts of the same window on each baseline day that has any."""
-    counts = [
-        window_sum(rows, last - days * DAY_BUCKETS, rule.window_buckets)[0]
-        for days in rule.baseline_days
-    ]
-    return [c for c in counts if c]
 
 
 BROAD = "broad: no single breakdown value explains most of it"
