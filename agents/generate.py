@@ -46,6 +46,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         "step=order_paid,device=android,factor=0.3' (step: add_to_cart, checkout, "
         "order_created, order_paid; one of device=, channel=, region=)",
     )
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="users leave for good, for known causes (declining engagement, unpaid carts, "
+        "refunds, channel); see streams/generator.py",
+    )
 
 
 def parse_incident(text: str) -> object:
@@ -108,7 +114,7 @@ def run_generate(args: argparse.Namespace) -> int:
     spec = GeneratorSpec(
         seed=args.seed, days=args.days, start=args.start, new_users_per_day=args.users_per_day,
         duplicate_rate=args.duplicate_rate, invalid_rate=args.invalid_rate,
-        incident=incident,
+        incident=incident, churn=args.churn,
     )  # fmt: skip
     started = time.monotonic()
     if args.kafka:
