@@ -222,8 +222,8 @@ def create_app(
                 return await app.router.route_topic_req(clicks, user_id.encode(), web, request)
             except SameNode:
                 return web.json({"error": f"unknown user {user_id!r}"}, status=404)
-        partition, user, day = found
-        summary = user_summary(user_id, user, day, pipeline.config)
+        partition, user, day, churn_score = found
+        summary = user_summary(user_id, user, day, pipeline.config, churn_score)
         return web.json({**summary, "partition": partition})
 
     return app

@@ -17,6 +17,12 @@ from prometheus_client.registry import Collector
 
 from state.clock import DayClock, month_index, month_key, month_start
 from state.config import Config
+from state.kpis.churn import LABELLED as CHURN_LABELLED
+from state.kpis.churn import NAME as CHURN
+from state.kpis.churn import POSITIVES as CHURN_POSITIVES
+from state.kpis.churn import PREDICTIONS as CHURN_PREDICTIONS
+from state.kpis.churn import WIDTH as CHURN_WIDTH
+from state.kpis.churn import quality as churn_quality
 from state.kpis.period_retention import MONTH, WEEK
 from state.kpis.segments import BUYERS_30D_SLOT, REPEAT_BUYERS_30D_SLOT, running_counts
 from state.partials import DAU, GMV_CENTS, NEW_USERS, PAYING_USERS
@@ -219,6 +225,39 @@ class _StateCollector(Collector):
         yield funnel
         if today is not None:
             yield from _current_period_gauges(partials, config, today)
+        if config.churn.enabled:
+            yield from _churn_gauges(partials, config, today)
+
+
+def _churn_gauges(partials: Any, config: Config, today: int | None) -> Iterator[Any]:
+    """The churn model's prequential quality over this worker's partitions (state/kpis/
+    churn.py): counts to sum across workers, and the ratios of this worker's labels."""
+    rows = partials.table(CHURN, CHURN_WIDTH)
+    predictions = GaugeMetricFamily(
+        "opspulse_churn_predictions",
+        "Churn predictions made, labelled and labelled churned, in this worker's partitions",
+        labels=["state"],
+    )
+    totals = [sum(row[i] for row in rows.values()) for i in range(CHURN_WIDTH)]
+    predictions.add_metric(["made"], totals[CHURN_PREDICTIONS])
+    predictions.add_metric(["labelled"], totals[CHURN_LABELLED])
+    predictions.add_metric(["churned"], totals[CHURN_POSITIVES])
+    yield predictions
+    quality = GaugeMetricFamily(
+        "opspulse_churn_quality",
+        "Churn model quality over this worker's labelled predictions (auc, log_loss, "
+        "base_log_loss in nats; precision, recall, flagged_share at the threshold)",
+        labels=["measure", "window"],
+    )
+    last = today if today is not None else max(rows, default=0)
+    for window, keep in (("all", lambda d: True), ("7d", lambda d: last - 7 < d <= last)):
+        for measure, value in churn_quality(partials, rows, config.churn.threshold, keep).items():
+            if measure in QUALITY_MEASURES and value is not None:
+                quality.add_metric([measure, window], value)
+    yield quality
+
+
+QUALITY_MEASURES = ("auc", "log_loss", "base_log_loss", "precision", "recall", "flagged_share")
 
 
 def _current_period_gauges(partials: Any, config: Config, today: int) -> Iterator[Any]:

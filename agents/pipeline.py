@@ -397,12 +397,16 @@ class Pipeline:
             merged.merge(runtime.fold.partials)
         return merged
 
-    def user(self, user_id: str) -> tuple[int, Any, int] | None:
-        """(partition, record, the partition's stream day) of a user owned here."""
+    def user(self, user_id: str) -> tuple[int, Any, int, float | None] | None:
+        """(partition, record, the partition's stream day, the user's churn score then)
+        of a user owned here."""
         for p, runtime in self.partitions.items():
-            found = runtime.fold.users.get(user_id)
+            fold = runtime.fold
+            found = fold.users.get(user_id)
             if found is not None:
-                return p, found, runtime.fold.stream_day() or 0
+                day = fold.stream_day() or 0
+                score = None if fold.churn is None else fold.churn.score(found, day)
+                return p, found, day, score
         return None
 
 

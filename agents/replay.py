@@ -253,7 +253,8 @@ def write_users(fold: PartitionedFold, path: Path) -> None:
     last = days[-1] if days else 0
     with open(path, "wb") as out:
         for user_id in sorted(fold.users):
-            summary = user_summary(user_id, fold.users[user_id], last, fold.config)
+            score = fold.churn_score(user_id, last)
+            summary = user_summary(user_id, fold.users[user_id], last, fold.config, score)
             out.write(orjson.dumps(summary) + b"\n")
 
 

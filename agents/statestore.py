@@ -43,6 +43,7 @@ META_KEY = b"m"
 USER_PREFIX = b"u/"
 DAY_PREFIX = b"d/"
 META_VERSION = 2  # v1 (unversioned): no "config" fingerprint
+CHURN_KEY = b"c"  # the partition's churn model and progress (state/kpis/churn.py), JSON
 TIMER_PREFIX = b"t/"  # t/<kind>/<key> -> due time (epoch ms, ASCII); a tombstone once fired
 
 
@@ -163,6 +164,9 @@ class PartitionStore:
             for topic, mark in meta["watermarks"].items():
                 fold.watermarks[(topic, self.partition)] = mark
             fold.restore_horizon()
+        if fold.churn is not None:
+            churn = latest.get(CHURN_KEY)
+            fold.churn.restore(orjson.loads(churn) if churn else None)
         today = fold.stream_day()
         fold.partials.funnel_since = funnels_since(stored_config, self.config, today)
         fold.partials.retired_funnels = retired_funnels(stored_config, self.config)
@@ -189,6 +193,8 @@ class PartitionStore:
         for (kind, timer_key), due in fold.timers.take_changes().items():
             body = None if due is None else str(due).encode()
             out.add(state, TIMER_PREFIX + f"{kind}/{timer_key}".encode(), body, partition=p)
+        if fold.churn is not None and (churn := fold.churn.take_changed()) is not None:
+            out.add(state, CHURN_KEY, orjson.dumps(churn), partition=p)
         topics = self.config.topics
         for record in fold.outbox.drain():
             topic = getattr(topics, record.kind)

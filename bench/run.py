@@ -49,9 +49,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="events/s and memory at 10k/100k/1M users, 1 vs 2 workers",
     )
+    from bench.churn import add_churn_arguments
     from bench.soak import add_soak_arguments
 
     add_soak_arguments(parser)
+    add_churn_arguments(parser)
 
 
 class Say:
@@ -491,6 +493,17 @@ def run_bench(args: argparse.Namespace) -> int:
 
         return run_soak(args)
     say = Say(args.json)
+    if getattr(args, "churn", False):
+        from bench.churn import KEYS as CHURN_KEYS
+        from bench.churn import churn_bench
+
+        churn = churn_bench(args.churn_days, say)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"churn-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        path.write_bytes(orjson.dumps(churn, option=orjson.OPT_INDENT_2))
+        say(f"saved {path}")
+        print_results(churn, CHURN_KEYS, "opspulse bench --churn", args.json)
+        return 0
     results = asyncio.run(bench(args.quick, say))
     if args.scaling:
         from bench.scaling import scaling

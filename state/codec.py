@@ -22,7 +22,9 @@ from state.clock import DayClock
 from state.user import UserState
 
 USER_VERSION = 6  # v4: + breakdown ledger; v5: + activation ts, paid-order instants;
-# v6: + first cart day, money per day (state/kpis/segments.py)
+# v6: + first cart day, money per day (state/kpis/segments.py); later fields are appended
+# to v6 (absent in older v6 records): published, push, experiments, carts, alert steps,
+# churn signals and pending predictions
 DAY_VERSION = 3  # v3: + breakdowns
 
 
@@ -77,6 +79,7 @@ def encode_user(user: UserState, funnel_names: Sequence[str]) -> bytes:
             user.goal_ts,
             user.carts,
             user.alert_steps,
+            [user.cart_days, user.refund_days, user.churn_pending, user.churn_flagged],
         ]
     )
 
@@ -104,6 +107,7 @@ def decode_user(
     goal_ts: list[int] = []
     carts: list[list[Any]] = []
     alert_steps: list[list[Any]] = []
+    churn: list[Any] = [[], [], [], False]
     money_base = [row[11], row[12], None if row[14] is None else clock.day(row[14])]
     if version in (3, 4, 5, USER_VERSION):
         steps_by_name, levels_by_name = row[17], row[18]
@@ -123,6 +127,8 @@ def decode_user(
                 carts = row[29]
             if len(row) > 30:
                 alert_steps = row[30]
+            if len(row) > 31:
+                churn = row[31]
     elif version == 2:
         names = _positional_names(len(row[17]), funnel_names, written_funnels)
         steps_by_name = dict(zip(names, row[17], strict=True))
@@ -170,6 +176,10 @@ def decode_user(
         goal_ts=goal_ts,
         carts=carts,
         alert_steps=alert_steps,
+        cart_days=churn[0],
+        refund_days=churn[1],
+        churn_pending=churn[2],
+        churn_flagged=churn[3],
     )
 
 

@@ -59,8 +59,6 @@ class Topics:
 @dataclass(frozen=True)
 class Thresholds:
     cart_abandon_after_ms: int = 30 * 60_000
-    churn_horizon_ms: int = 7 * DAY_MS
-    churn_risk: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -108,6 +106,28 @@ class AlertSpec:
     # How long after every partition's stream time passes a bucket's end plus the outcome
     # window it is judged: events arriving later than that are not judged for it.
     grace_ms: int = 2 * 60_000
+
+
+CHURN_MODELS = ("logistic",)
+
+
+@dataclass(frozen=True)
+class ChurnSpec:
+    """Churn prediction (METRICS.md, Churn; state/kpis/churn.py): at the end of every
+    `every_days`-th day each user active within the horizon is scored; the label is
+    whether they stay inactive for the next `horizon_days` days."""
+
+    enabled: bool = True
+    horizon_days: int = 7
+    every_days: int = 1
+    threshold: float = 0.5  # flagged at or above (precision, recall, churn-scores)
+    hysteresis: float = 0.05  # unflagged again below threshold - hysteresis
+    model: str = "logistic"
+    learning_rate: float = 0.005
+    # Until the model has learnt this many labels (a tenth of them of each class),
+    # users are scored by the cold-start rule (state/churn_model.py).
+    min_labels: int = 200
+    vocabulary: int = 16  # channel and device values one-hot encoded per partition
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,7 @@ class Config:
     segments: SegmentRules = field(default_factory=SegmentRules)
     experiments: ExperimentSpec = field(default_factory=ExperimentSpec)
     alerts: AlertSpec = field(default_factory=AlertSpec)
+    churn: ChurnSpec = field(default_factory=ChurnSpec)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
@@ -166,7 +187,7 @@ class Config:
             "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
             "max_message_bytes", "commit_interval", "topics", "thresholds", "limits",
             "breakdowns", "activation", "ltv_tiers", "rfm", "lifecycle", "experiments",
-            "alerts",
+            "alerts", "churn",
         }  # fmt: skip
         for key in data:
             if key not in known:
@@ -221,6 +242,8 @@ class Config:
             kwargs["experiments"] = _experiments(data["experiments"])
         if "alerts" in data:
             kwargs["alerts"] = _alerts(data["alerts"])
+        if "churn" in data:
+            kwargs["churn"] = _churn(data["churn"])
         if {"ltv_tiers", "rfm", "lifecycle"} & data.keys():
             kwargs["segments"] = _segments(data)
         return cls(**kwargs)
@@ -329,7 +352,7 @@ def _topics(value: Any) -> Topics:
 def _thresholds(value: Any) -> Thresholds:
     if not isinstance(value, dict):
         raise ConfigError("thresholds: expected a table")
-    durations = {"cart_abandon_after", "churn_horizon"}
+    durations = {"cart_abandon_after"}
     kwargs: dict[str, Any] = {}
     for k, v in value.items():
         key = f"thresholds.{k}"
@@ -339,14 +362,11 @@ def _thresholds(value: Any) -> Thresholds:
             raise ConfigError(f"{key}: moved to `[experiments] window`")
         elif k in ("ltv_growth", "ltv_high"):
             raise ConfigError(f"{key}: moved to `ltv_tiers = [growth, high]` (currency units)")
-        elif k == "churn_risk":
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                raise ConfigError(f"{key}: expected a number >= 0, got {v!r}")
-            kwargs[k] = float(v)
+        elif k in ("churn_horizon", "churn_risk"):
+            new = "horizon" if k == "churn_horizon" else "threshold"
+            raise ConfigError(f"{key}: moved to `[churn] {new}`")
         else:
             raise ConfigError(f"{key}: unknown key")
-    if kwargs.get("churn_risk", 0) > 1:
-        raise ConfigError("thresholds.churn_risk: expected a probability in 0..1")
     return Thresholds(**kwargs)
 
 
@@ -465,3 +485,39 @@ def _experiments(value: Any) -> ExperimentSpec:
                     raise ConfigError(f"{key}.{variant}: expected a weight > 0, got {w!r}")
         kwargs["weights"] = {n: {v: float(w) for v, w in s.items()} for n, s in weights.items()}
     return ExperimentSpec(**kwargs)
+
+
+def _churn(value: Any) -> ChurnSpec:
+    """`[churn] enabled, horizon = "7d", every = "1d", threshold, hysteresis, model,
+    learning_rate, min_labels, vocabulary`."""
+    known = {
+        "enabled", "horizon", "every", "threshold", "hysteresis", "model", "learning_rate",
+        "min_labels", "vocabulary",
+    }  # fmt: skip
+    if not isinstance(value, dict):
+        raise ConfigError("churn: expected a table")
+    kwargs: dict[str, Any] = {}
+    for k, v in value.items():
+        key = f"churn.{k}"
+        if k not in known:
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
+        if k == "enabled":
+            if not isinstance(v, bool):
+                raise ConfigError(f"{key}: expected true or false, got {v!r}")
+            kwargs[k] = v
+        elif k in ("horizon", "every"):
+            ms = parse_duration_ms(v, key)
+            if ms <= 0 or ms % DAY_MS:
+                raise ConfigError(f"{key}: expected whole days like '7d', got {v!r}")
+            kwargs[f"{k}_days"] = ms // DAY_MS
+        elif k in ("threshold", "hysteresis", "learning_rate"):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise ConfigError(f"{key}: expected a number in 0..1, got {v!r}")
+            kwargs[k] = float(v)
+        elif k == "model":
+            if v not in CHURN_MODELS:
+                raise ConfigError(f"{key}: expected one of {', '.join(CHURN_MODELS)}, got {v!r}")
+            kwargs[k] = v
+        else:
+            kwargs[k] = _positive_int(v, key)
+    return ChurnSpec(**kwargs)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Protocol
 
 from state.config import Config
+from state.kpis.churn import ChurnLearner
 from state.kpis.segments import SegmentChanges
 from state.kpis.triggers import CartTriggers
 from state.outbox import Outbox
@@ -58,6 +59,7 @@ class Fold:
         self._next_horizon_update = 0
         self.segment_changes = SegmentChanges(self)
         self.cart_triggers = CartTriggers(self)
+        self.churn = ChurnLearner(self) if config.churn.enabled else None
 
     def apply_batch(
         self, events: Iterable[tuple[str, EventLike]], source: Hashable
@@ -71,6 +73,7 @@ class Fold:
         changed = self.changed
         ctx = self.ctx
         publish = self.segment_changes.after_event
+        churn = self.churn
         # Nothing older than the compaction horizon can be applied exactly (an event
         # re-keyed from another partition may be older than this partition's horizon).
         horizon = self.ctx.horizon_ms
@@ -86,6 +89,8 @@ class Fold:
                 if ts >= self._next_horizon_update:
                     self._update_horizon()
                     horizon = self.ctx.horizon_ms
+                if churn is not None and ts >= churn.next_check_ms:
+                    self.advance_churn()
                 next_due = self.timers.next_due_ms
                 if next_due is not None and next_due < ts:
                     self.fire_timers(ts)
@@ -100,6 +105,8 @@ class Fold:
             if ctx.reclassified:
                 ctx.reclassified = False
                 publish(user_id, result.user, ts)
+                if churn is not None:  # maybe a new active day: the churn model's to see
+                    churn.touched.add(user_id)
             if ctx.carts_changed:
                 self.cart_triggers.after_event(user_id, result.user)
         return late
@@ -139,6 +146,13 @@ class Fold:
             if handler is None:
                 raise KeyError(f"no handler for timers of kind {kind!r}")
             handler(self, due_ms, key)
+
+    def advance_churn(self) -> None:
+        """Let the churn model process the days that are final: every source's watermark
+        minus the allowed lateness is past their end (state/kpis/churn.py)."""
+        marks = self.watermarks
+        if self.churn is not None and marks and self.sources <= marks.keys():
+            self.churn.advance(min(marks.values()) - self._lateness)
 
     def stream_ms(self) -> int | None:
         """The partition's stream time: its largest watermark (None before any event)."""

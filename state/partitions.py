@@ -75,6 +75,14 @@ class PartitionedFold:
         self._alerts = []
         return records
 
+    def churn_score(self, user_id: str, day: int) -> float | None:
+        """The user's churn score as of the end of `day`, from their partition's model."""
+        fold = self.folds[self.partition(user_id)]
+        user = fold.users.get(user_id)
+        if fold.churn is None or user is None:
+            return None
+        return fold.churn.score(user, day)
+
     @property
     def partials(self) -> Partials:
         """The merged partials of all partitions (a new object)."""

@@ -38,8 +38,11 @@ def build_report(partials: Partials, config: Config, days: range | None = None) 
     return report
 
 
-def user_summary(user_id: str, user: UserState, day: int, config: Config) -> dict[str, Any]:
-    """One line of `--users-output` (`/users/{id}`), its classes as of the end of `day`."""
+def user_summary(
+    user_id: str, user: UserState, day: int, config: Config, churn_score: float | None = None
+) -> dict[str, Any]:
+    """One line of `--users-output` (`/users/{id}`), its classes as of the end of `day`;
+    `churn_score`: the partition's model on the user's features then (ChurnLearner.score)."""
     return {
         "user_id": user_id,
         "first_seen_ts": user.first_ts,
@@ -50,5 +53,5 @@ def user_summary(user_id: str, user: UserState, day: int, config: Config) -> dic
         "last_order_ts": user.last_order_ts,
         "channel": user.channel or "unknown",
         **user_segments(user, day, config.segments),
-        "churn_score": None,
+        "churn_score": churn_score,
     }

@@ -93,6 +93,14 @@ class UserState:
     carts: list[list[Any]] = field(default_factory=list)
     # Funnel step events for the alert rates: [ts, event id, type, dims] (kpis/alert_rates.py).
     alert_steps: list[list[Any]] = field(default_factory=list)
+    # Days with an add_to_cart and with an order_refunded, back to a month before the
+    # compaction horizon (state/churn_features.py).
+    cart_days: list[int] = field(default_factory=list)
+    refund_days: list[int] = field(default_factory=list)
+    # Churn predictions awaiting their label, [day, due day, score, *feature snapshot],
+    # and whether the user is flagged on opspulse.churn-scores (state/kpis/churn.py).
+    churn_pending: list[list[Any]] = field(default_factory=list)
+    churn_flagged: bool = False
 
 
 Handler = Callable[["UserState", "EventLike", int, "Context", list[Effect]], None]
@@ -223,6 +231,15 @@ def active_bits_between(user: UserState, lo_day: int, hi_day: int) -> int:
     if hi < lo:
         return 0
     return (user.active_bits >> lo) & ((1 << (hi - lo + 1)) - 1)
+
+
+def last_active_day(user: UserState, day: int) -> int | None:
+    """The user's last active day up to `day` (the record as it is)."""
+    base = user.base_day
+    if base is None or day < base:
+        return None
+    below = user.active_bits & ((2 << (day - base)) - 1)
+    return base + below.bit_length() - 1 if below else None
 
 
 def active_days(user: UserState) -> list[int]:

@@ -40,12 +40,14 @@ class Kpi(Protocol):
 
 def all_kpis() -> tuple[Kpi, ...]:
     """The KPIs every fold computes, in the order they see an event."""
+    from state.churn_features import ChurnSignals
     from state.kpis.activation import Activation
     from state.kpis.active_days import ActiveDays
     from state.kpis.activity import Activity
     from state.kpis.alert_rates import AlertRates
     from state.kpis.breakdowns import Breakdowns
     from state.kpis.channels import Channels
+    from state.kpis.churn import Churn
     from state.kpis.experiments import Experiments
     from state.kpis.funnels import Funnels
     from state.kpis.orders import Orders
@@ -75,4 +77,6 @@ def all_kpis() -> tuple[Kpi, ...]:
         Push(),
         Experiments(),
         AlertRates(),
+        ChurnSignals(),
+        Churn(),
     )

@@ -28,7 +28,7 @@ from streams.generator import GeneratorSpec, generate
 ROOT = Path(__file__).resolve().parents[2]
 COMPARED = (
     "days", "retention", "funnels", "events", "channels", "breakdowns", "cohorts",
-    "experiments", "push", "triggers",
+    "experiments", "push", "triggers", "churn",
 )  # fmt: skip
 SPEND_PARTITIONS = 3  # spend has its own partition count (not the user partitions')
 
@@ -52,7 +52,10 @@ class Cluster:
             f'spend = "it-{run}.spend"\n'
             f'dlq = "it-{run}.dlq"\nkpi = "it-{run}.kpi"\nsegments = "it-{run}.segments"\n'
             f'triggers = "it-{run}.triggers"\nalerts = "it-{run}.alerts"\n'
-            f"partitions = {partitions}\n{extra}"
+            f'churn_scores = "it-{run}.churn-scores"\n'
+            f"partitions = {partitions}\n"
+            # Labels within the tests' few days: a 2-day horizon, the model warm at 20.
+            f'[churn]\nhorizon = "2d"\nmin_labels = 20\n{extra}'
         )
         self.config = load_config(str(self.config_path))
         self.workers: dict[str, subprocess.Popen] = {}

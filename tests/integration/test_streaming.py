@@ -83,7 +83,11 @@ async def test_kill_9_mid_stream_and_restart_counts_every_event_once(cluster):
     live = await cluster.wait_consumed(timeout=180)
     replayed_segments = cluster.tmp / "segments.jsonl"
     replayed_triggers = cluster.tmp / "triggers.jsonl"
-    outputs = {"segments": replayed_segments, "triggers": replayed_triggers}
+    replayed_scores = cluster.tmp / "churn-scores.jsonl"
+    outputs = {
+        "segments": replayed_segments, "triggers": replayed_triggers,
+        "churn_scores": replayed_scores,
+    }  # fmt: skip
     assert same_numbers(live, cluster.replay(outputs)) == {}
     assert await cluster.wait_lag_zero() == 0
     # Segment changes exactly once: per user and kind each record starts where the
@@ -103,6 +107,16 @@ async def test_kill_9_mid_stream_and_restart_counts_every_event_once(cluster):
     assert len(triggers) > 50
     assert abandoned(triggers) == abandoned(replayed)
     assert sum(live["triggers"]["cart_abandoned"].values()) == len(abandoned(triggers))
+    # Churn: the model learnt each label once across the kills (the report's quality,
+    # compared above, is scored with it), and the score records are replay's, once each.
+    assert live["churn"]["labelled"] > 50
+    scores = [
+        orjson.loads(r.value) for r in await cluster.read_topic(cluster.config.topics.churn_scores)
+    ]
+    replayed = [orjson.loads(line) for line in replayed_scores.read_bytes().splitlines()]
+    key = lambda r: (r["user_id"], r["ts"])  # noqa: E731
+    assert len(scores) > 20
+    assert sorted(scores, key=key) == sorted(replayed, key=key)
 
 
 def abandoned(records: list[dict]) -> set:

@@ -19,7 +19,10 @@ from state.report import day_range
 
 LATENESS = 2 * DAY_MS
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-KPIS = {kpi.name: kpi for kpi in all_kpis()}
+# The churn model is per partition by design (METRICS.md): its figures depend on the
+# split, so it is not in this battery; tests/unit/test_churn.py checks it against a
+# naive count, across arrival orders and across a restore.
+KPIS = {kpi.name: kpi for kpi in all_kpis() if kpi.name != "churn"}
 
 
 def config_for(tz):

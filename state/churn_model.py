@@ -1,0 +1,151 @@
+"""One partition's churn model: River's scaled logistic regression, saved as JSON.
+
+The model learns online from labelled predictions (state/kpis/churn.py) in a
+deterministic order, so replay and the workers hold the same weights. Its
+state (scaler statistics, weights, intercept, the categorical vocabulary, the
+label counts) is plain JSON committed with the partition: nothing is pickled,
+and a checkpoint of another version or model is refused, not guessed at.
+
+Cold start: until the model has learnt `min_labels` labels, a tenth of them of
+each class, a user is scored by the rule in `churn_features.cold_start_probability`
+(the model still learns meanwhile; the rule is also one of its features).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from river import compose, linear_model, optim, preprocessing
+
+from state.churn_features import CATEGORICAL, NUMERIC, PRIOR, Snapshot
+from state.config import ChurnSpec
+
+CHECKPOINT_VERSION = 1
+BINS = 1000  # scores are published and ranked at 3 decimals (0.000 .. 1.000)
+LOSS_SCALE = 1_000_000  # log losses are summed in micro-nats: integers add up exactly
+P_FLOOR = 1e-4  # probabilities are clipped to [P_FLOOR, 1 - P_FLOOR] for the log loss
+
+
+class CheckpointError(ValueError):
+    """A stored model that this version cannot read."""
+
+
+class ChurnModel:
+    def __init__(self, spec: ChurnSpec) -> None:
+        self.spec = spec
+        self.pipeline = _logistic(spec.learning_rate)
+        self.vocabulary: dict[str, list[str]] = {name: [] for name in CATEGORICAL}
+        self.labels = 0
+        self.positives = 0
+
+    @property
+    def warm(self) -> bool:
+        """Whether scores come from the model (else from the cold-start rule)."""
+        least = self.spec.min_labels // 10
+        negatives = self.labels - self.positives
+        return self.labels >= self.spec.min_labels and min(self.positives, negatives) >= least
+
+    @property
+    def version(self) -> str:
+        """What scored: the model and how many labels it had learnt, or the cold start."""
+        return f"{self.spec.model}/{self.labels}" if self.warm else f"cold-start/{self.labels}"
+
+    def predict(self, features: Snapshot) -> float:
+        """P(churn within the horizon), rounded to the published 3 decimals."""
+        if not self.warm:
+            p = 1.0 / (1.0 + math.exp(-features[PRIOR]))
+        else:
+            p = self.pipeline.predict_proba_one(self._x(features)).get(True, 0.0)
+        return round(p, 3)
+
+    def learn(self, features: Snapshot, label: bool) -> None:
+        """Learn one labelled prediction (grows the vocabulary up to its bound)."""
+        for name, value in zip(CATEGORICAL, features[len(NUMERIC) :], strict=True):
+            known = self.vocabulary[name]
+            if value not in known and len(known) < self.spec.vocabulary:
+                known.append(value)
+        self.pipeline.learn_one(self._x(features), label)
+        self.labels += 1
+        self.positives += label
+
+    def _x(self, features: Snapshot) -> dict[str, float]:
+        x = dict(zip(NUMERIC, features, strict=False))
+        # Every known value is a feature, 0 or 1: a one-hot present only when 1 would
+        # have no variance for the scaler (and so no weight).
+        for name, value in zip(CATEGORICAL, features[len(NUMERIC) :], strict=True):
+            known = self.vocabulary[name]
+            for v in known:
+                x[f"{name}={v}"] = 1.0 if v == value else 0.0
+            x[f"{name}=(other)"] = 0.0 if value in known else 1.0
+        return x
+
+    def to_json(self) -> dict[str, Any]:
+        scaler, lr = self.pipeline.steps.values()
+        return {
+            "v": CHECKPOINT_VERSION,
+            "model": self.spec.model,
+            "scaler": {"counts": dict(scaler.counts), "means": dict(scaler.means),
+                       "vars": dict(scaler.vars)},
+            "weights": dict(lr._weights),
+            "intercept": lr.intercept,
+            "iterations": lr.optimizer.n_iterations,
+            "vocabulary": self.vocabulary,
+            "labels": self.labels,
+            "positives": self.positives,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, spec: ChurnSpec, data: dict[str, Any]) -> ChurnModel:
+        if data.get("v") != CHECKPOINT_VERSION or data.get("model") != spec.model:
+            raise CheckpointError(
+                f"churn model checkpoint v{data.get('v')} {data.get('model')!r}: this version "
+                f"reads v{CHECKPOINT_VERSION} {spec.model!r}"
+            )
+        model = cls(spec)
+        scaler, lr = model.pipeline.steps.values()
+        scaler.counts.update(data["scaler"]["counts"])
+        scaler.means.update(data["scaler"]["means"])
+        scaler.vars.update(data["scaler"]["vars"])
+        for name, weight in data["weights"].items():
+            lr._weights[name] = weight
+        lr.intercept = data["intercept"]
+        lr.optimizer.n_iterations = data["iterations"]
+        model.vocabulary = {name: list(data["vocabulary"].get(name, [])) for name in CATEGORICAL}
+        model.labels, model.positives = data["labels"], data["positives"]
+        return model
+
+
+def _logistic(learning_rate: float) -> compose.Pipeline:
+    return compose.Pipeline(
+        preprocessing.StandardScaler(),
+        linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate)),
+    )
+
+
+def score_bin(score: float) -> int:
+    """The histogram bin of a published score."""
+    return min(max(round(score * BINS), 0), BINS)
+
+
+def log_loss_micro(p: float, label: bool) -> int:
+    """The log loss of one prediction, in integer micro-nats."""
+    p = min(max(p, P_FLOOR), 1.0 - P_FLOOR)
+    return round(-math.log(p if label else 1.0 - p) * LOSS_SCALE)
+
+
+def rank_auc(positives: Sequence[int], negatives: Sequence[int]) -> float | None:
+    """The exact ROC AUC (Mann-Whitney, ties count half) of scores given as histograms
+    over `score_bin`: P(a positive scores above a negative). None without both classes."""
+    n_pos, n_neg = sum(positives), sum(negatives)
+    if not n_pos or not n_neg:
+        return None
+    below = 0  # negatives in lower bins
+    wins2 = 0  # twice the Mann-Whitney U
+    for b in range(max(len(positives), len(negatives))):
+        pos = positives[b] if b < len(positives) else 0
+        neg = negatives[b] if b < len(negatives) else 0
+        wins2 += pos * (2 * below + neg)
+        below += neg
+    return wins2 / (2 * n_pos * n_neg)
