@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from state.clock import DayClock, month_index, month_key, month_start
 from state.config import Config
+from state.kpis.churn import DRIFTS as CHURN_DRIFTS
 from state.kpis.churn import LABELLED as CHURN_LABELLED
 from state.kpis.churn import NAME as CHURN
 from state.kpis.churn import POSITIVES as CHURN_POSITIVES
@@ -243,6 +244,11 @@ def _churn_gauges(partials: Any, config: Config, today: int | None) -> Iterator[
     predictions.add_metric(["labelled"], totals[CHURN_LABELLED])
     predictions.add_metric(["churned"], totals[CHURN_POSITIVES])
     yield predictions
+    yield GaugeMetricFamily(
+        "opspulse_churn_drift_days",
+        "Days on which ADWIN found the churn model's loss changed, in this worker's partitions",
+        value=totals[CHURN_DRIFTS],
+    )
     quality = GaugeMetricFamily(
         "opspulse_churn_quality",
         "Churn model quality over this worker's labelled predictions (auc, log_loss, "

@@ -61,7 +61,9 @@ EVENT_COUNTERS = ("consumed", "valid", "duplicates", "invalid", "late")
 CHURN_ROWS = (
     ("horizon_days", "Horizon (days)", "count"),
     ("model", "Model", "text"),
-    ("labelled", "Users labelled", "count"),
+    ("predictions", "Predictions made", "count"),
+    ("labelled", "Predictions labelled", "count"),
+    ("positives", "Labelled churned", "count"),
     ("auc", "AUC", "num"),
     ("log_loss", "Log loss", "num"),
     ("base_log_loss", "Log loss of the base rate", "num"),

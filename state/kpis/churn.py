@@ -23,7 +23,7 @@ replay and in the workers, whatever the arrival order. For day d, in order:
 Quality is kept as additive partials keyed by the day labels became known: per
 day the labelled count, positives, the summed log losses of the model and of the
 base rate (each label predicted by the partition's running label mean before
-it), predictions made, and histograms of the scores of positives and negatives
+it), predictions made, days on which ADWIN found the loss changed, and histograms of the scores of positives and negatives
 (3-decimal bins), from which AUC, precision and recall are exact at render.
 
 The model (weights, scaler, vocabulary) and the next day to process are the
@@ -36,6 +36,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from river import drift
+
 from state.churn_features import snapshot
 from state.churn_model import BINS, ChurnModel, log_loss_micro, rank_auc, score_bin
 from state.partials import TABLE_EFFECT, Effect, Partials, ratio
@@ -47,8 +49,10 @@ if TYPE_CHECKING:
     from state.user import Context, EventLike, UserState
 
 NAME, POSITIVE_SCORES, NEGATIVE_SCORES = "churn", "churn_positive_scores", "churn_negative_scores"
-LABELLED, POSITIVES, LOSS, BASE_LOSS, PREDICTIONS = range(5)  # slots of the "churn" table
-WIDTH = PREDICTIONS + 1
+# Slots of the "churn" table; DRIFTS: 1 on a day ADWIN found the loss changed.
+LABELLED, POSITIVES, LOSS, BASE_LOSS, PREDICTIONS, DRIFTS = range(6)
+WIDTH = DRIFTS + 1
+DRIFT_WINDOW = 2000  # the last label losses ADWIN looks at (committed with the model)
 LAST_DAYS = 7
 STATE_VERSION = 1
 
@@ -114,6 +118,7 @@ def quality(
         "precision": _round(ratio(true_pos, flagged)),
         "recall": _round(ratio(true_pos, totals[POSITIVES])),
         "flagged_share": _round(ratio(flagged, labelled)),
+        "drift_days": totals[DRIFTS],
     }
 
 
@@ -137,6 +142,7 @@ class ChurnLearner:
         self.recent: dict[str, int] = {}  # user -> last active day, within the horizon
         self.due: dict[int, set[str]] = {}  # day -> users with a prediction labelled then
         self.base_labels = [0, 0]  # labels and positives seen: the base rate's running mean
+        self.losses: list[int] = []  # the last DRIFT_WINDOW label losses, micro-nats
         self.dirty = False  # model or progress changed since the last `take_changed`
 
     # -- the fold's hooks ---------------------------------------------------------------
@@ -181,9 +187,12 @@ class ChurnLearner:
         due = self.due.pop(day, ())
         # Learnt in an order no arrival can change, and shuffled: learning the users in
         # id order made the model chase whichever cohort came last (measured: AUC 0.55).
+        learnt = self.model.labels
         for user_id in sorted(due, key=lambda u: _shuffle_key(u, day)):
             if (user := users.get(user_id)) is not None:
                 self._label(user_id, user, day, effects)
+        if self.model.labels > learnt and self._drifted(self.model.labels - learnt):
+            effects.append((TABLE_EFFECT, day, NAME, DRIFTS, 1))
         horizon = self.spec.horizon_days
         if day % self.spec.every_days == 0:
             for user_id in sorted(self.recent):
@@ -210,12 +219,27 @@ class ChurnLearner:
             effects.append((TABLE_EFFECT, day, NAME, LABELLED, 1))
             if label:
                 effects.append((TABLE_EFFECT, day, NAME, POSITIVES, 1))
-            effects.append((TABLE_EFFECT, day, NAME, LOSS, log_loss_micro(score, label)))
+            loss = log_loss_micro(score, label)
+            effects.append((TABLE_EFFECT, day, NAME, LOSS, loss))
+            self.losses.append(loss)
             effects.append((TABLE_EFFECT, day, NAME, BASE_LOSS, log_loss_micro(base, label)))
             table = POSITIVE_SCORES if label else NEGATIVE_SCORES
             effects.append((TABLE_EFFECT, day, table, score_bin(score), 1))
             self.model.learn(entry[3:], label)
         self.fold.changed.add(user_id)
+
+    def _drifted(self, today: int) -> bool:
+        """Whether ADWIN, run over the last DRIFT_WINDOW label losses, detects a change
+        among today's. River's ADWIN state cannot be saved, so it is run afresh over a
+        window that is: the same answer in replay, live and after a restore."""
+        del self.losses[:-DRIFT_WINDOW]
+        detector = drift.ADWIN(delta=0.002)
+        first_today = len(self.losses) - today
+        for i, loss in enumerate(self.losses):
+            detector.update(loss / 1_000_000)
+            if detector.drift_detected and i >= first_today:
+                return True
+        return False
 
     def _predict(self, user_id: str, user: UserState, day: int, effects: list[Effect]) -> None:
         features = snapshot(user, day, self.spec.horizon_days)
@@ -253,6 +277,7 @@ class ChurnLearner:
             "v": STATE_VERSION,
             "next_day": self.next_day,
             "base_labels": self.base_labels,
+            "losses": self.losses,
             "model": self.model.to_json(),
         }
 
@@ -264,6 +289,7 @@ class ChurnLearner:
                 raise ValueError(f"churn state v{data.get('v')}: this version reads v1")
             self.next_day = data["next_day"]
             self.base_labels = list(data["base_labels"])
+            self.losses = list(data.get("losses", []))
             self.model = ChurnModel.from_json(self.spec, data["model"])
         self.touched.clear()
         self.recent.clear()

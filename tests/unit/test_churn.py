@@ -274,3 +274,20 @@ def test_replay_writes_churn_scores_in_users_output(tmp_path, traffic):
     last = local_day(traffic[-1][1].ts, "UTC")
     scores = [fold.churn_score(u, last) for u in list(fold.users)[:50]]
     assert all(s is None or 0 <= s <= 1 for s in scores) and any(s is not None for s in scores)
+
+
+def test_adwin_flags_a_day_whose_losses_moved_and_not_a_steady_one():
+    learner = Fold(CONFIG, [("clicks", 0), ("orders", 0)]).churn
+    rng = random.Random(2)
+    steady = [round(rng.uniform(0.2, 0.4) * 1e6) for _ in range(1900)]
+    learner.losses = steady + [round(rng.uniform(0.2, 0.4) * 1e6) for _ in range(100)]
+    assert not learner._drifted(100)
+    learner.losses = steady + [round(rng.uniform(1.5, 2.5) * 1e6) for _ in range(100)]
+    assert learner._drifted(100)
+    # Only today's labels count: the same change a day later is not a new drift day.
+    learner.losses = (
+        steady[200:]
+        + [round(rng.uniform(1.5, 2.5) * 1e6) for _ in range(100)]
+        + [round(rng.uniform(1.5, 2.5) * 1e6) for _ in range(100)]
+    )
+    assert not learner._drifted(100)
