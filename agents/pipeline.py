@@ -151,9 +151,10 @@ class Pipeline:
         )
         await store.start()
         fold, offsets = await store.load(self._sources(p))
-        self.partitions[p] = PartitionRuntime(
+        runtime = self.partitions[p] = PartitionRuntime(
             store, fold, offsets, committed_counters=dict(fold.partials.counters)
         )
+        fold.caught_up = self._caught_up(runtime)  # churn days wait for lagging inputs
         self.loads += 1
         self.recovering.discard(p)
         self._ready.setdefault(p, asyncio.Event()).set()
@@ -358,6 +359,9 @@ class Pipeline:
         async with runtime.lock:
             if runtime.failed is not None:
                 raise CommitFailed(f"partition {partition}: an earlier state commit failed")
+            # A lagging input read to its end may complete churn days with no new event.
+            if runtime.fold.advance_churn():
+                runtime.dirty = True
             if not runtime.dirty:
                 return
             out, runtime.outgoing = runtime.outgoing, Outgoing()

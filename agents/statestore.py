@@ -82,6 +82,7 @@ class PartitionStore:
         self.config = config
         self.state_topic = spend_state_topic(app_id) if spend else state_topic(app_id)
         self.label: int | str = f"spend-{partition}" if spend else partition
+        self.spend = spend
         self.funnel_names = [f.name for f in config.funnels]
         role = "spend" if spend else "state"
         self.producer = AIOKafkaProducer(
@@ -106,7 +107,7 @@ class PartitionStore:
 
     async def load(self, sources: Iterable[Any]) -> tuple[Fold, dict[str, int]]:
         """The partition's committed state: its Fold and last applied offset per input topic."""
-        fold = Fold(self.config, sources)
+        fold = Fold(self.config, sources, churn=not self.spend)
         tp = TopicPartition(self.state_topic, self.partition)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,

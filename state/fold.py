@@ -21,6 +21,10 @@ from state.timers import Timers
 from state.user import Context, EventLike, UserState, apply
 
 
+def _always(source: Hashable) -> bool:
+    return True
+
+
 class SpendLike(Protocol):
     @property
     def event_id(self) -> str: ...
@@ -38,9 +42,12 @@ TimerHandler = Callable[["Fold", int, str], None]  # (fold, due_ms, key)
 class Fold:
     """User records, partials and watermarks of one partition (or of a whole replay)."""
 
-    def __init__(self, config: Config, sources: Iterable[Hashable] = ()) -> None:
+    def __init__(
+        self, config: Config, sources: Iterable[Hashable] = (), *, churn: bool = True
+    ) -> None:
         """`sources`: every source feeding these users (e.g. clicks-3 and orders-3);
-        state is compacted only once all of them have a watermark."""
+        state is compacted only once all of them have a watermark. `churn`: whether
+        these are users a churn model is kept for (not spend)."""
         self.config = config
         self.sources = frozenset(sources)
         self.ctx = Context(config)
@@ -59,7 +66,10 @@ class Fold:
         self._next_horizon_update = 0
         self.segment_changes = SegmentChanges(self)
         self.cart_triggers = CartTriggers(self)
-        self.churn = ChurnLearner(self) if config.churn.enabled else None
+        self.churn = ChurnLearner(self) if churn and config.churn.enabled else None
+        # Whether a source has been read to its end (the worker sets it; in replay,
+        # which reads in `ts` order, every source always is).
+        self.caught_up: Callable[[Hashable], bool] = _always
 
     def apply_batch(
         self, events: Iterable[tuple[str, EventLike]], source: Hashable
@@ -147,12 +157,16 @@ class Fold:
                 raise KeyError(f"no handler for timers of kind {kind!r}")
             handler(self, due_ms, key)
 
-    def advance_churn(self) -> None:
-        """Let the churn model process the days that are final: every source's watermark
-        minus the allowed lateness is past their end (state/kpis/churn.py)."""
-        marks = self.watermarks
-        if self.churn is not None and marks and self.sources <= marks.keys():
-            self.churn.advance(min(marks.values()) - self._lateness)
+    def advance_churn(self) -> bool:
+        """Let the churn model process the days that are final: `complete_ms` (the
+        stream time, held back by any source not read to its end) minus the allowed
+        lateness is past their end (state/kpis/churn.py). Whether it did anything."""
+        if self.churn is None:
+            return False
+        complete = self.complete_ms(self.caught_up)
+        if complete is None:
+            return False
+        return self.churn.advance(complete - self._lateness)
 
     def stream_ms(self) -> int | None:
         """The partition's stream time: its largest watermark (None before any event)."""

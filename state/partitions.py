@@ -33,7 +33,7 @@ class PartitionedFold:
         topics = tuple(topics)
         n = config.topics.partitions
         self.folds = [Fold(config, sources=[(t, p) for t in topics]) for p in range(n)]
-        self.spend = Fold(config, sources=[(config.topics.spend, 0)])
+        self.spend = Fold(config, sources=[(config.topics.spend, 0)], churn=False)
         self.partition = UserPartitions(n)
         # Alerts judge the whole cluster's buckets (in the cluster: one evaluator over
         # every partition's committed partials, agents/alerts.py; here all are at hand).

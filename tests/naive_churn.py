@@ -2,8 +2,9 @@
 alone, which predictions are made on which day and what their labels are.
 
 Written from the definitions, not from state/: per partition (Kafka's default
-partitioner on the user id), a day is processed once every input topic's largest
-`ts` minus the allowed lateness is past its end; on a processed day d with
+partitioner on the user id), a day is processed once the partition's stream time
+(the largest `ts` of its events; input in `ts` order is always read to its end)
+minus the allowed lateness is past its end; on a processed day d with
 d % every == 0, each user active within (d - horizon, d] is predicted; the
 prediction made on day t is labelled on day t + horizon (if processed): 1 when
 the user has no activity on days t+1 .. t+horizon.
@@ -35,9 +36,7 @@ def naive_churn_counts(events, config):
             users_of[p].add(e["user_id"])
     predictions, labelled, positives = defaultdict(int), defaultdict(int), defaultdict(int)
     for p, users in users_of.items():
-        if len(latest[p]) < 2:  # a topic without events holds the partition's clock
-            continue
-        final = min(latest[p].values()) - config.allowed_lateness_ms
+        final = max(latest[p].values()) - config.allowed_lateness_ms
         first = min(min(active[u]) for u in users)
         last = first
         while (last + 1) * DAY_MS <= final:  # UTC: a day ends at (day + 1) * DAY_MS

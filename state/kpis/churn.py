@@ -2,10 +2,13 @@
 labels made by the stream, prequential quality, churn-score records.
 
 `ChurnLearner` (the fold's part) works one local day at a time, once the day is
-final: when every source's watermark minus the allowed lateness has passed its
-end, no event of that day or before can still be applied (it would be late).
-So each step reads only final data and the model sees the same sequence in
-replay and in the workers, whatever the arrival order. For day d, in order:
+final: when the partition's stream time, held back by any input not yet read to
+its end (`Fold.complete_ms`), minus the allowed lateness has passed the day's
+end, no event of that day can still arrive in time. So each step reads only
+final data and the model sees the same sequence in replay and in the workers,
+whatever the arrival order. (An input idle for longer than the lateness that
+then delivers events that old would be read after their day was processed, as
+for the alerts; README "Churn prediction".) For day d, in order:
 
 1. Labels. A prediction made at the end of day t is labelled on d = t + horizon:
    1 when its user had no activity on days t+1..d, else 0. The model is scored
@@ -147,8 +150,9 @@ class ChurnLearner:
 
     # -- the fold's hooks ---------------------------------------------------------------
 
-    def advance(self, final_ms: int) -> None:
-        """Process every day that ended before `final_ms` (all events before it are in)."""
+    def advance(self, final_ms: int) -> bool:
+        """Process every day that ended before `final_ms` (all events before it are in);
+        whether there was any."""
         if self.next_day is None:
             firsts = [
                 u.first_day
@@ -157,11 +161,13 @@ class ChurnLearner:
             ]
             self.next_day = min([*firsts, self.clock.day(final_ms)])
         start = self.clock.day_start_ms
+        processed = False
         while start(self.next_day + 1) <= final_ms:
             self._process(self.next_day)
             self.next_day += 1
-            self.dirty = True
+            self.dirty = processed = True
         self.next_check_ms = start(self.next_day + 1) + self.fold.config.allowed_lateness_ms
+        return processed
 
     def score(self, user: UserState, day: int) -> float | None:
         """The user's churn score now: the current model on their features as of `day`."""
