@@ -38,6 +38,28 @@ SIGNAL_DAYS = 31  # days of cart and refund marks kept before the compaction hor
 Snapshot = list[Any]
 
 
+def model_inputs(features: Snapshot, log_horizon: float) -> dict[str, float]:
+    """The NUMERIC features in the model's units (`log_horizon` = ln(1 + horizon days)):
+    about 0..1 for a usual user (counts over their window, logs of open-ended days and
+    money over a round scale). Fixed units instead of a running StandardScaler:
+    River's took 40 of the 50 µs a label took to learn (measured), for the same AUC on
+    generated traffic. Written out, not looped: this runs twice per prediction."""
+    (recency, age, a7, a14, a30, trend, share, orders, revenue, since_paid, never, refunds,
+     unpaid7, unpaid30, prior, recency_inverse, today, age_log, any_unpaid, any_refund,
+     ) = features[: len(NUMERIC)]  # fmt: skip
+    log = math.log1p
+    return {
+        "recency_days": log(recency) / log_horizon, "age_days": log(age) / 6,
+        "active_7d": a7 / 7, "active_14d": a14 / 14, "active_30d": a30 / 30,
+        "trend_7d": trend / 7, "active_share": share, "orders_log": orders / 3,
+        "revenue_log": revenue / 6, "days_since_paid": log(since_paid) / 6,
+        "never_paid": never, "refund_days_30d": log(refunds),
+        "unpaid_cart_days_7d": unpaid7 / 7, "unpaid_cart_days_30d": unpaid30 / 30,
+        "prior_logit": prior / 5, "recency_inverse": recency_inverse, "active_today": today,
+        "age_log": age_log / 6, "any_unpaid_cart_7d": any_unpaid, "any_refund_30d": any_refund,
+    }  # fmt: skip
+
+
 def snapshot(user: UserState, day: int, horizon_days: int) -> Snapshot | None:
     """The user's features as of the end of `day` (None before their first activity)."""
     first, base = user.first_day, user.base_day

@@ -1,9 +1,8 @@
-"""One partition's churn model: River's scaled logistic regression, saved as JSON.
+"""One partition's churn model: River's logistic regression, saved as JSON.
 
 The model learns online from labelled predictions (state/kpis/churn.py) in a
 deterministic order, so replay and the workers hold the same weights. Its
-state (scaler statistics, weights, intercept, the categorical vocabulary, the
-label counts) is plain JSON committed with the partition: nothing is pickled,
+state (weights, intercept, the categorical vocabulary, the label counts) is plain JSON committed with the partition: nothing is pickled,
 and a checkpoint of another version or model is refused, not guessed at.
 
 Cold start: until the model has learnt `min_labels` labels, a tenth of them of
@@ -17,9 +16,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from river import compose, linear_model, optim, preprocessing
+from river import linear_model, optim
 
-from state.churn_features import CATEGORICAL, NUMERIC, PRIOR, Snapshot
+from state.churn_features import CATEGORICAL, NUMERIC, PRIOR, Snapshot, model_inputs
 from state.config import ChurnSpec
 
 CHECKPOINT_VERSION = 1
@@ -35,7 +34,8 @@ class CheckpointError(ValueError):
 class ChurnModel:
     def __init__(self, spec: ChurnSpec) -> None:
         self.spec = spec
-        self.pipeline = _logistic(spec.learning_rate)
+        self.classifier = _logistic(spec.learning_rate)
+        self.log_horizon = math.log1p(spec.horizon_days)
         self.vocabulary: dict[str, list[str]] = {name: [] for name in CATEGORICAL}
         self.labels = 0
         self.positives = 0
@@ -57,7 +57,7 @@ class ChurnModel:
         if not self.warm:
             p = 1.0 / (1.0 + math.exp(-features[PRIOR]))
         else:
-            p = self.pipeline.predict_proba_one(self._x(features)).get(True, 0.0)
+            p = self.classifier.predict_proba_one(self._x(features)).get(True, 0.0)
         return round(p, 3)
 
     def learn(self, features: Snapshot, label: bool) -> None:
@@ -66,28 +66,21 @@ class ChurnModel:
             known = self.vocabulary[name]
             if value not in known and len(known) < self.spec.vocabulary:
                 known.append(value)
-        self.pipeline.learn_one(self._x(features), label)
+        self.classifier.learn_one(self._x(features), label)
         self.labels += 1
         self.positives += label
 
     def _x(self, features: Snapshot) -> dict[str, float]:
-        x = dict(zip(NUMERIC, features, strict=False))
-        # Every known value is a feature, 0 or 1: a one-hot present only when 1 would
-        # have no variance for the scaler (and so no weight).
+        x = model_inputs(features, self.log_horizon)
         for name, value in zip(CATEGORICAL, features[len(NUMERIC) :], strict=True):
-            known = self.vocabulary[name]
-            for v in known:
-                x[f"{name}={v}"] = 1.0 if v == value else 0.0
-            x[f"{name}=(other)"] = 0.0 if value in known else 1.0
+            x[f"{name}={value if value in self.vocabulary[name] else '(other)'}"] = 1.0
         return x
 
     def to_json(self) -> dict[str, Any]:
-        scaler, lr = self.pipeline.steps.values()
+        lr = self.classifier
         return {
             "v": CHECKPOINT_VERSION,
             "model": self.spec.model,
-            "scaler": {"counts": dict(scaler.counts), "means": dict(scaler.means),
-                       "vars": dict(scaler.vars)},
             "weights": dict(lr._weights),
             "intercept": lr.intercept,
             "iterations": lr.optimizer.n_iterations,
@@ -104,10 +97,7 @@ class ChurnModel:
                 f"reads v{CHECKPOINT_VERSION} {spec.model!r}"
             )
         model = cls(spec)
-        scaler, lr = model.pipeline.steps.values()
-        scaler.counts.update(data["scaler"]["counts"])
-        scaler.means.update(data["scaler"]["means"])
-        scaler.vars.update(data["scaler"]["vars"])
+        lr = model.classifier
         for name, weight in data["weights"].items():
             lr._weights[name] = weight
         lr.intercept = data["intercept"]
@@ -117,11 +107,8 @@ class ChurnModel:
         return model
 
 
-def _logistic(learning_rate: float) -> compose.Pipeline:
-    return compose.Pipeline(
-        preprocessing.StandardScaler(),
-        linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate)),
-    )
+def _logistic(learning_rate: float) -> linear_model.LogisticRegression:
+    return linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate))
 
 
 def score_bin(score: float) -> int:

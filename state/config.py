@@ -123,7 +123,7 @@ class ChurnSpec:
     threshold: float = 0.5  # flagged at or above (precision, recall, churn-scores)
     hysteresis: float = 0.05  # unflagged again below threshold - hysteresis
     model: str = "logistic"
-    learning_rate: float = 0.005
+    learning_rate: float = 0.03
     # Until the model has learnt this many labels (a tenth of them of each class),
     # users are scored by the cold-start rule (state/churn_model.py).
     min_labels: int = 200
