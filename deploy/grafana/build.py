@@ -134,8 +134,31 @@ SEGMENTS = (
         description="Size of each channel's cohort that started 1, 7 and 30 days ago."),
 )  # fmt: skip
 
+CHURN = (
+    Panel("timeseries", "Churn predictions", q(
+        "sum by (state) (opspulse_churn_predictions)", "{{state}}"), width=12,
+        description="Churn predictions made, labelled, and labelled churned (no activity "
+        "within the horizon), over all workers."),
+    Panel("stat", "Drift days", q("sum(opspulse_churn_drift_days)"), width=4, height=8,
+          description="Days on which ADWIN found a partition's label loss changed."),
+    Panel("timeseries", "AUC", q(
+        'avg by (window) (opspulse_churn_quality{measure="auc"})', "{{window}}"), width=8,
+        description="Exact prequential ROC AUC, averaged over workers (each over its own "
+        "partitions; the report's churn.auc is the cluster's). 0.5 is a coin."),
+    Panel("timeseries", "Log loss against the base rate", q(
+        'avg by (measure) (opspulse_churn_quality{measure=~"log_loss|base_log_loss",'
+        ' window="7d"})', "{{measure}}"), width=12,
+        description="The model helps only while its log loss is below the base rate's "
+        "(last 7 days, averaged over workers)."),
+    Panel("timeseries", "Precision, recall, share flagged", q(
+        'avg by (measure) (opspulse_churn_quality{measure=~"precision|recall|flagged_share",'
+        ' window="7d"})', "{{measure}}"), unit="percentunit", width=12,
+        description="At [churn] threshold, last 7 days, averaged over workers."),
+)  # fmt: skip
+
 DASHBOARDS = {
     "opspulse-overview": ("opspulse overview", OVERVIEW),
+    "opspulse-churn": ("opspulse churn model", CHURN),
     "opspulse-pipeline": ("opspulse pipeline health", PIPELINE),
     "opspulse-segments": ("opspulse segments and channels", SEGMENTS),
 }

@@ -29,12 +29,13 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 RECORDING_RULES = ROOT / "deploy" / "prometheus" / "rules" / "opspulse-recording.yml"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
-# A few days (channel cohorts of 1 day ago exist), small; some invalid lines so the
-# invalid counters have series too.
-SPEC = GeneratorSpec(seed=5, days=3, new_users_per_day=50, invalid_rate=0.02)
+# A few days (channel cohorts of 1 day ago exist; churn labels with the cluster's 2-day
+# horizon after 2 days of lateness), small; some invalid lines so the invalid counters
+# have series too.
+SPEC = GeneratorSpec(seed=5, days=6, new_users_per_day=50, invalid_rate=0.02)
 # Slow enough that several 1 s scrapes see the counters grow (rate() needs two samples
 # of a growing counter: sent at once, the counters appear at their final values).
-RATE = 400  # messages/s: ~6 s for SPEC's ~2,400 messages
+RATE = 600  # messages/s: ~10 s for SPEC's ~6,000 messages
 TIMEOUT_S = 60
 # Grafana's interval variables, replaced by a concrete range before querying.
 GRAFANA_VARIABLES = re.compile(r"\$__(rate_interval|interval|range)\b|\$\{__(rate_interval|interval|range)\}")  # fmt: skip

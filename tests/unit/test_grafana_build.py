@@ -21,9 +21,9 @@ def test_committed_json_is_what_build_generates():
     assert done.returncode == 0, done.stderr
 
 
-def test_three_dashboards_with_unique_uids_and_titles():
+def test_four_dashboards_with_unique_uids_and_titles():
     boards = [json.loads(p.read_text()) for p in DASHBOARDS]
-    assert len(boards) == 3
+    assert len(boards) == 4
     uids = [b["uid"] for b in boards]
     assert all(uids) and len(set(uids)) == len(uids), uids
     titles = [b["title"] for b in boards]
