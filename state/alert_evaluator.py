@@ -45,31 +45,45 @@ VOLUME_MIN_DROP = 0.3  # a volume rule needs the attempts 30% under their usual 
 
 def default_rules(config: Config) -> list[tuple[RateRule, str]]:
     """Per watched step pair A → B a drop rule on its conversion, and per distinct A a
-    volume rule on its attempts (no data), each with the table prefix it reads."""
+    volume rule on its attempts (no data), each with the table prefix it reads; each
+    with `[alerts]`'s settings and its own `[alerts.rules."<name>"]` overrides (a
+    volume rule's `min_effect` is its relative drop, VOLUME_MIN_DROP unless set)."""
     spec = config.alerts
-    window = spec.window_ms // BUCKET_MS
     rules: list[tuple[RateRule, str]] = []
-    volume: dict[tuple[str, str], str] = {}
-    for funnel, i, a, b in step_pairs(config):
+    for name, metric, table, volume in _rule_specs(config):
+        settings = spec.rule(name)
+        if not settings["enabled"]:
+            continue
+        own = dict(next((o for n, o in spec.rules if n == name), ()))
         rules.append((
             RateRule(
-                name=f"{funnel}:{a}>{b}", metric=f"step_conversion:{funnel}:{a}>{b}",
-                window_buckets=window, min_attempts=spec.min_attempts,
-                min_effect=spec.min_effect, alpha=spec.alpha,
-            ),
-            table_name(funnel, i),
-        ))  # fmt: skip
-        volume.setdefault((funnel, a), table_name(funnel, i))
-    for (funnel, a), table in volume.items():
-        rules.append((
-            RateRule(
-                name=f"{funnel}:{a}:volume", metric=f"attempts:{funnel}:{a}",
-                window_buckets=window, min_attempts=spec.min_attempts,
-                min_effect=VOLUME_MIN_DROP, alpha=spec.alpha, statistic="volume",
+                name=name, metric=metric, window_buckets=settings["window_ms"] // BUCKET_MS,
+                min_attempts=settings["min_attempts"],
+                min_effect=own.get("min_effect", VOLUME_MIN_DROP) if volume
+                else settings["min_effect"],
+                alpha=settings["alpha"], statistic="volume" if volume else "rate",
             ),
             table,
         ))  # fmt: skip
     return rules
+
+
+def rule_names(config: Config) -> list[str]:
+    """The names of the rules the configuration's funnels and pairs give."""
+    return [name for name, _, _, _ in _rule_specs(config)]
+
+
+def _rule_specs(config: Config) -> list[tuple[str, str, str, bool]]:
+    """(name, metric, table prefix, is a volume rule) of every rule, enabled or not."""
+    specs: list[tuple[str, str, str, bool]] = []
+    volume: dict[tuple[str, str], str] = {}
+    for funnel, i, a, b in step_pairs(config):
+        specs.append((f"{funnel}:{a}>{b}", f"step_conversion:{funnel}:{a}>{b}",
+                      table_name(funnel, i), False))  # fmt: skip
+        volume.setdefault((funnel, a), table_name(funnel, i))
+    for (funnel, a), table in volume.items():
+        specs.append((f"{funnel}:{a}:volume", f"attempts:{funnel}:{a}", table, True))
+    return specs
 
 
 def last_complete(complete_ms: int) -> int:

@@ -106,6 +106,21 @@ class AlertSpec:
     # How long after every partition's stream time passes a bucket's end plus the outcome
     # window it is judged: events arriving later than that are not judged for it.
     grace_ms: int = 2 * 60_000
+    # Per rule name, settings that replace the ones above (`[alerts.rules."<name>"]`):
+    # (name, ((key, value), ...)) with keys enabled, window_ms, min_attempts, min_effect,
+    # alpha. A tuple so the spec stays hashable.
+    rules: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def rule(self, name: str) -> dict[str, Any]:
+        """The settings of one rule: the table's, with that rule's overrides."""
+        settings: dict[str, Any] = {
+            "enabled": True, "window_ms": self.window_ms, "min_attempts": self.min_attempts,
+            "min_effect": self.min_effect, "alpha": self.alpha,
+        }  # fmt: skip
+        for rule_name, overrides in self.rules:
+            if rule_name == name:
+                settings.update(overrides)
+        return settings
 
 
 CHURN_MODELS = ("logistic",)
@@ -246,38 +261,71 @@ class Config:
             kwargs["churn"] = _churn(data["churn"])
         if {"ltv_tiers", "rfm", "lifecycle"} & data.keys():
             kwargs["segments"] = _segments(data)
-        return cls(**kwargs)
+        config = cls(**kwargs)
+        if config.alerts.rules:
+            from state.alert_evaluator import rule_names  # it reads the config
+
+            names = rule_names(config)
+            for name, _ in config.alerts.rules:
+                if name not in names:
+                    raise ConfigError(
+                        f'alerts.rules."{name}": no such rule (rules: {", ".join(names)})'
+                    )
+        return config
 
 
 def _alerts(value: Any) -> AlertSpec:
     """`[alerts] pairs = ["purchase:checkout>order_paid"], window = "15m", min_attempts,
-    min_effect, alpha, grace = "2m"`."""
-    known = {"pairs", "window", "min_attempts", "min_effect", "alpha", "grace"}
+    min_effect, alpha, grace = "2m"`, and per rule `[alerts.rules."<name>"] enabled,
+    window, min_attempts, min_effect, alpha`."""
+    known = {"pairs", "window", "min_attempts", "min_effect", "alpha", "grace", "rules"}
     if not isinstance(value, dict) or set(value) - known:
         raise ConfigError(f"alerts: expected a table with {', '.join(sorted(known))}")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = _alert_settings(value, "alerts")
     if "pairs" in value:
         pairs = _string_list(value["pairs"], "alerts.pairs")
         for pair in pairs:
             if not re.fullmatch(r"[^:>]+:[^:>]+>[^:>]+", pair):
                 raise ConfigError(f"alerts.pairs: expected 'funnel:A>B', got {pair!r}")
         kwargs["pairs"] = tuple(pairs)
-    if "window" in value:
-        window = parse_duration_ms(value["window"], "alerts.window")
-        if window <= 0 or window % (5 * 60_000):
-            raise ConfigError("alerts.window: a positive multiple of 5 minutes")
-        kwargs["window_ms"] = window
     if "grace" in value:
         kwargs["grace_ms"] = parse_duration_ms(value["grace"], "alerts.grace")
+    rules = value.get("rules", {})
+    if not isinstance(rules, dict):
+        raise ConfigError('alerts.rules: expected tables like [alerts.rules."purchase:a>b"]')
+    overrides = []
+    for name, table in rules.items():
+        key = f'alerts.rules."{name}"'
+        rule_keys = {"enabled", "window", "min_attempts", "min_effect", "alpha"}
+        if not isinstance(table, dict) or set(table) - rule_keys:
+            raise ConfigError(f"{key}: expected a table with {', '.join(sorted(rule_keys))}")
+        settings = _alert_settings(table, key)
+        if "enabled" in table:
+            if not isinstance(table["enabled"], bool):
+                raise ConfigError(f"{key}.enabled: expected true or false")
+            settings["enabled"] = table["enabled"]
+        overrides.append((name, tuple(sorted(settings.items()))))
+    kwargs["rules"] = tuple(overrides)
+    return AlertSpec(**kwargs)
+
+
+def _alert_settings(value: dict[str, Any], where: str) -> dict[str, Any]:
+    """`window`, `min_attempts`, `min_effect` and `alpha` of `[alerts]` or of one rule."""
+    kwargs: dict[str, Any] = {}
+    if "window" in value:
+        window = parse_duration_ms(value["window"], f"{where}.window")
+        if window <= 0 or window % (5 * 60_000):
+            raise ConfigError(f"{where}.window: a positive multiple of 5 minutes")
+        kwargs["window_ms"] = window
     if "min_attempts" in value:
-        kwargs["min_attempts"] = _positive_int(value["min_attempts"], "alerts.min_attempts")
+        kwargs["min_attempts"] = _positive_int(value["min_attempts"], f"{where}.min_attempts")
     for key, high in (("min_effect", 1.0), ("alpha", 0.5)):
         if key in value:
             v = value[key]
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= high:
-                raise ConfigError(f"alerts.{key}: expected a number in (0, {high}], got {v!r}")
+                raise ConfigError(f"{where}.{key}: expected a number in (0, {high}], got {v!r}")
             kwargs[key] = float(v)
-    return AlertSpec(**kwargs)
+    return kwargs
 
 
 def _timezone(value: Any) -> str:

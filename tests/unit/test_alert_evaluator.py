@@ -109,3 +109,41 @@ def test_state_of_an_unknown_version_is_refused():
 
     with pytest.raises(ValueError, match="v0"):
         Evaluator(CONFIG).restore({"v": 0}, PARTS)
+
+
+def rules_config(rules):
+    return Config.from_mapping(
+        {"alerts": {"pairs": ["purchase:checkout>order_paid"], "rules": rules}}
+    )
+
+
+def test_each_rule_takes_its_own_settings_from_the_config():
+    """The reference incident fires with the defaults; the same rule switched off, or
+    needing more attempts than its window has, stays quiet; the volume rule is untouched."""
+    assert Evaluator(rules_config({})).advance(PARTS, END_MS) == EXPECTED
+    off = rules_config({"purchase:checkout>order_paid": {"enabled": False}})
+    assert [r.name for r, _ in Evaluator(off).rules] == ["purchase:checkout:volume"]
+    assert Evaluator(off).advance(PARTS, END_MS) == []
+    strict = rules_config({"purchase:checkout>order_paid": {"min_attempts": 10**6}})
+    assert Evaluator(strict).advance(PARTS, END_MS) == []
+    longer = rules_config({"purchase:checkout>order_paid": {"window": "30m", "alpha": 0.01},
+                           "purchase:checkout:volume": {"min_effect": 0.5}})  # fmt: skip
+    rate, volume = (rule for rule, _ in Evaluator(longer).rules)
+    assert (rate.window_buckets, rate.alpha, rate.min_effect) == (6, 0.01, 0.05)
+    assert (volume.window_buckets, volume.min_effect) == (3, 0.5)
+    fired = Evaluator(longer).advance(PARTS, END_MS)  # alpha 0.01: more alerts than before
+    assert len(fired) > len(EXPECTED) and {r["state"] for r in fired} == {"firing", "resolved"}
+
+
+def test_a_rule_the_config_does_not_have_is_refused_with_the_known_names():
+    import pytest
+
+    from state.config import ConfigError
+
+    with pytest.raises(
+        ConfigError,
+        match=r'alerts.rules."purchase:checkout>paid": no such rule \(rules: purchase:checkout>order_paid, purchase:checkout:volume\)',
+    ):
+        rules_config({"purchase:checkout>paid": {"enabled": False}})
+    with pytest.raises(ConfigError, match="min_attempts"):
+        rules_config({"purchase:checkout>order_paid": {"min_attempts": 0}})
