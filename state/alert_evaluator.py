@@ -33,6 +33,7 @@ from state.alerting import (
     step,
 )
 from state.config import Config
+from state.kpis.alert_orders import ORDERS_TABLE
 from state.kpis.alert_rates import OUTCOME_WINDOW_MS, PREFIX, step_pairs, table_name
 from state.partials import Partials
 
@@ -52,6 +53,7 @@ def default_rules(config: Config) -> list[tuple[RateRule, str]]:
     rules: list[tuple[RateRule, str]] = []
     for name, metric, table, volume in _rule_specs(config):
         settings = spec.rule(name)
+        amount = "GMV" if table == ORDERS_TABLE else None
         if not settings["enabled"]:
             continue
         own = dict(next((o for n, o in spec.rules if n == name), ()))
@@ -62,6 +64,7 @@ def default_rules(config: Config) -> list[tuple[RateRule, str]]:
                 min_effect=own.get("min_effect", VOLUME_MIN_DROP) if volume
                 else settings["min_effect"],
                 alpha=settings["alpha"], statistic="volume" if volume else "rate",
+                amount=amount,
             ),
             table,
         ))  # fmt: skip
@@ -83,6 +86,9 @@ def _rule_specs(config: Config) -> list[tuple[str, str, str, bool]]:
         volume.setdefault((funnel, a), table_name(funnel, i))
     for (funnel, a), table in volume.items():
         specs.append((f"{funnel}:{a}:volume", f"attempts:{funnel}:{a}", table, True))
+    # Paid orders (and their GMV), whatever the funnels: no payments is the costliest
+    # silence (state/kpis/alert_orders.py).
+    specs.append(("orders:volume", "paid_orders", ORDERS_TABLE, True))
     return specs
 
 

@@ -66,6 +66,9 @@ class RateRule:
     # "rate": successes / attempts; "volume": the attempts themselves (no data, or much
     # less of it: min_effect is then the relative drop, min_attempts the usual count)
     statistic: str = "rate"
+    # A volume rule whose second slot sums money in cents names it here ("GMV"): its
+    # detail then gives the window's sum against the baseline days' mean.
+    amount: str | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in ("drop", "rise"):
@@ -311,8 +314,9 @@ def judge_volume(rule: RateRule, series: Series, last: int) -> Verdict:
     own variation, fitted like the rates' beta-binomial), else Poisson; judged once the
     baseline days' mean reaches `min_attempts`; the drop must be at least `min_effect`
     of that mean. Names the breakdown value that lost most of the missing attempts."""
-    n = window_sum(series.total, last, rule.window_buckets)[0]
-    days = [a for a, _ in baseline_days(series.total, rule, last)]
+    n, cents = window_sum(series.total, last, rule.window_buckets)
+    pairs = baseline_days(series.total, rule, last)
+    days = [a for a, _ in pairs]
     if len(days) < max(1, rule.min_baseline_days):
         return Verdict(False, float(n), None, None, n)
     expected = sum(days) / len(days)
@@ -332,6 +336,9 @@ def judge_volume(rule: RateRule, series: Series, last: int) -> Verdict:
     dims, explained = _diagnose_volume(rule, series, last)
     minutes = rule.window_buckets * BUCKET_MS // 60_000
     detail = f"{rule.metric} fell to {n} in {minutes} min (usually {expected:.0f}); {explained}"
+    if rule.amount:
+        usual = sum(c for _, c in pairs) / len(pairs) / 100
+        detail += f"; {rule.amount} {cents / 100:,.2f} (usually {usual:,.2f})"
     return Verdict(True, float(n), expected, p, n, dims, detail)
 
 
@@ -355,20 +362,32 @@ def dominant(shares: Mapping[str, Mapping[str, float]]) -> tuple[float, str, str
 
 def _diagnose_volume(rule: RateRule, series: Series, last: int) -> tuple[dict[str, str], str]:
     """The breakdown value holding `DOMINANT_SHARE` of its dimension's missing attempts
-    (usual minus now, over the values that lost some), else "broad"."""
+    (usual minus now, over the values that lost some), else "broad". A dimension where
+    one value carries `DEGENERATE_SHARE` of the usual traffic (e.g. every order with
+    channel "unknown") names nothing: that value would explain any drop."""
     missing: dict[str, dict[str, float]] = {}
+    usual: dict[str, dict[str, float]] = {}
     for (dim, value), rows in series.by_value.items():
         n = window_sum(rows, last, rule.window_buckets)[0]
         counts = [
             window_sum(rows, last - days * DAY_BUCKETS, rule.window_buckets)[0]
             for days in rule.baseline_days
         ]
-        missing.setdefault(dim, {})[value] = sum(counts) / len(counts) - n
+        mean = sum(counts) / len(counts)
+        usual.setdefault(dim, {})[value] = mean
+        missing.setdefault(dim, {})[value] = mean - n
+    for dim, values in usual.items():
+        total = sum(values.values())
+        if total and max(values.values()) >= DEGENERATE_SHARE * total:
+            del missing[dim]
     best = dominant(missing)
     if best is None:
         return {}, BROAD
     share, dim, value = best
     return {dim: value}, f"mostly {dim}={value} ({share:.0%} of the missing attempts)"
+
+
+DEGENERATE_SHARE = 0.95
 
 
 def bucket_end_ms(bucket: int) -> int:

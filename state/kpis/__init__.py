@@ -44,6 +44,7 @@ def all_kpis() -> tuple[Kpi, ...]:
     from state.kpis.activation import Activation
     from state.kpis.active_days import ActiveDays
     from state.kpis.activity import Activity
+    from state.kpis.alert_orders import AlertOrders
     from state.kpis.alert_rates import AlertRates
     from state.kpis.breakdowns import Breakdowns
     from state.kpis.channels import Channels
@@ -77,6 +78,7 @@ def all_kpis() -> tuple[Kpi, ...]:
         Push(),
         Experiments(),
         AlertRates(),
+        AlertOrders(),
         ChurnSignals(),
         Churn(),
     )

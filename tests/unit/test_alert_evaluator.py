@@ -54,7 +54,7 @@ def by_hand():
     """Every bucket from the first day's start judged on the unsplit series, by each
     rule (the step pair's conversion, then its first step's volume) in turn."""
     rules = [rule for rule, _ in Evaluator(CONFIG).rules]
-    assert [r.statistic for r in rules] == ["rate", "volume"]
+    assert [r.statistic for r in rules] == ["rate", "volume", "volume"]  # + paid orders
     states, records = [AlertState() for _ in rules], []
     for b in range(START, START + DAYS * DAY_BUCKETS):
         for rule, state in zip(rules, states, strict=True):
@@ -122,13 +122,15 @@ def test_each_rule_takes_its_own_settings_from_the_config():
     needing more attempts than its window has, stays quiet; the volume rule is untouched."""
     assert Evaluator(rules_config({})).advance(PARTS, END_MS) == EXPECTED
     off = rules_config({"purchase:checkout>order_paid": {"enabled": False}})
-    assert [r.name for r, _ in Evaluator(off).rules] == ["purchase:checkout:volume"]
+    assert [r.name for r, _ in Evaluator(off).rules] == [
+        "purchase:checkout:volume", "orders:volume",
+    ]  # fmt: skip
     assert Evaluator(off).advance(PARTS, END_MS) == []
     strict = rules_config({"purchase:checkout>order_paid": {"min_attempts": 10**6}})
     assert Evaluator(strict).advance(PARTS, END_MS) == []
     longer = rules_config({"purchase:checkout>order_paid": {"window": "30m", "alpha": 0.01},
                            "purchase:checkout:volume": {"min_effect": 0.5}})  # fmt: skip
-    rate, volume = (rule for rule, _ in Evaluator(longer).rules)
+    rate, volume, _ = (rule for rule, _ in Evaluator(longer).rules)
     assert (rate.window_buckets, rate.alpha, rate.min_effect) == (6, 0.01, 0.05)
     assert (volume.window_buckets, volume.min_effect) == (3, 0.5)
     fired = Evaluator(longer).advance(PARTS, END_MS)  # alpha 0.01: more alerts than before
@@ -142,7 +144,7 @@ def test_a_rule_the_config_does_not_have_is_refused_with_the_known_names():
 
     with pytest.raises(
         ConfigError,
-        match=r'alerts.rules."purchase:checkout>paid": no such rule \(rules: purchase:checkout>order_paid, purchase:checkout:volume\)',
+        match=r'alerts.rules."purchase:checkout>paid": no such rule \(rules: purchase:checkout>order_paid, purchase:checkout:volume, orders:volume\)',
     ):
         rules_config({"purchase:checkout>paid": {"enabled": False}})
     with pytest.raises(ConfigError, match="min_attempts"):
