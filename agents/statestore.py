@@ -17,7 +17,9 @@ fences the previous owner's producer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,8 @@ USER_PREFIX = b"u/"
 DAY_PREFIX = b"d/"
 META_VERSION = 2  # v1 (unversioned): no "config" fingerprint
 CHURN_KEY = b"c"  # the partition's churn model and progress (state/kpis/churn.py), JSON
+# A larger churn state (a forest's pickle) goes in pieces c/0, c/1, ... under a header.
+CHURN_CHUNK_BYTES = 900_000
 TIMER_PREFIX = b"t/"  # t/<kind>/<key> -> due time (epoch ms, ASCII); a tombstone once fired
 
 
@@ -83,6 +87,7 @@ class PartitionStore:
         self.state_topic = spend_state_topic(app_id) if spend else state_topic(app_id)
         self.label: int | str = f"spend-{partition}" if spend else partition
         self.spend = spend
+        self._churn_pieces = 0  # pieces of the last churn state written or read
         self.funnel_names = [f.name for f in config.funnels]
         role = "spend" if spend else "state"
         self.producer = AIOKafkaProducer(
@@ -166,8 +171,7 @@ class PartitionStore:
                 fold.watermarks[(topic, self.partition)] = mark
             fold.restore_horizon()
         if fold.churn is not None:
-            churn = latest.get(CHURN_KEY)
-            fold.churn.restore(orjson.loads(churn) if churn else None)
+            fold.churn.restore(self._churn_state(latest), checkpoint_key())
         today = fold.stream_day()
         fold.partials.funnel_since = funnels_since(stored_config, self.config, today)
         fold.partials.retired_funnels = retired_funnels(stored_config, self.config)
@@ -194,8 +198,10 @@ class PartitionStore:
         for (kind, timer_key), due in fold.timers.take_changes().items():
             body = None if due is None else str(due).encode()
             out.add(state, TIMER_PREFIX + f"{kind}/{timer_key}".encode(), body, partition=p)
-        if fold.churn is not None and (churn := fold.churn.take_changed()) is not None:
-            out.add(state, CHURN_KEY, orjson.dumps(churn), partition=p)
+        if fold.churn is not None:
+            churn = fold.churn.take_changed(checkpoint_key())
+            if churn is not None:
+                self._add_churn(orjson.dumps(churn), out)
         topics = self.config.topics
         for record in fold.outbox.drain():
             topic = getattr(topics, record.kind)
@@ -220,6 +226,36 @@ class PartitionStore:
         }  # fmt: skip
         out.add(kpi, kpi_key(self.label, "events"), orjson.dumps(events))
 
+    def _add_churn(self, body: bytes, out: Outgoing) -> None:
+        """The churn state, in pieces under a header when large; stale pieces deleted."""
+        p, state = self.partition, self.state_topic
+        size = CHURN_CHUNK_BYTES
+        pieces = [body[i : i + size] for i in range(0, len(body), size)] if len(body) > size else []
+        if pieces:
+            header = {"chunks": len(pieces), "sha256": hashlib.sha256(body).hexdigest()}
+            out.add(state, CHURN_KEY, orjson.dumps(header), partition=p)
+            for i, piece in enumerate(pieces):
+                out.add(state, CHURN_KEY + b"/%d" % i, piece, partition=p)
+        else:
+            out.add(state, CHURN_KEY, body, partition=p)
+        for i in range(len(pieces), self._churn_pieces):
+            out.add(state, CHURN_KEY + b"/%d" % i, None, partition=p)
+        self._churn_pieces = len(pieces)
+
+    def _churn_state(self, latest: dict[bytes, bytes | None]) -> dict[str, Any] | None:
+        raw = latest.get(CHURN_KEY)
+        data = orjson.loads(raw) if raw else None
+        self._churn_pieces = 0
+        if data is not None and "chunks" in data:
+            n = self._churn_pieces = data["chunks"]
+            body = b"".join(latest.get(CHURN_KEY + b"/%d" % i) or b"" for i in range(n))
+            if hashlib.sha256(body).hexdigest() != data["sha256"]:
+                raise ValueError(
+                    f"partition {self.partition}: the churn state's pieces are corrupt"
+                )
+            data = orjson.loads(body)
+        return data
+
     async def commit(self, out: Outgoing, offsets: dict[str, int]) -> None:
         """Send the interval's records and the next input offsets in one transaction."""
         producer = self.producer
@@ -234,6 +270,12 @@ class PartitionStore:
             next_offsets = {TopicPartition(t, self.partition): o + 1 for t, o in offsets.items()}
             if next_offsets:
                 await producer.send_offsets_to_transaction(next_offsets, self.group_id)
+
+
+def checkpoint_key() -> bytes | None:
+    """OPSPULSE_CHECKPOINT_KEY: signs the churn forest's pickled checkpoints."""
+    key = os.environ.get("OPSPULSE_CHECKPOINT_KEY")
+    return key.encode() if key else None
 
 
 def state_topic(app_id: str) -> str:

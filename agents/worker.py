@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import sys
 
 from agents.settings import bootstrap_servers, load_config
+from agents.statestore import checkpoint_key
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -17,6 +19,13 @@ def run_worker(args: argparse.Namespace) -> int:
     from agents.topics import ensure_topics
 
     config = load_config(args.config)
+    if config.churn.enabled and config.churn.model == "forest" and not checkpoint_key():
+        print(
+            "opspulse worker: churn.model = 'forest' needs OPSPULSE_CHECKPOINT_KEY (its "
+            "pickled checkpoints are signed with it, and nothing unsigned is unpickled)",
+            file=sys.stderr,
+        )
+        return 2
     partitions = asyncio.run(ensure_topics(bootstrap_servers(), config, config.app_id))
     # Existing input topics decide the partition count (users are placed by it).
     config = dataclasses.replace(

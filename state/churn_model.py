@@ -5,6 +5,11 @@ deterministic order, so replay and the workers hold the same weights. Its
 state (weights, intercept, the categorical vocabulary, the label counts) is plain JSON committed with the partition: nothing is pickled,
 and a checkpoint of another version or model is refused, not guessed at.
 
+The adaptive forest (`model = "forest"`, River's ARFClassifier) can only be saved
+with pickle. Its checkpoint is ours, versioned, and signed: `to_json(key)` puts an
+HMAC-SHA256 of the pickle under `key` (the worker's OPSPULSE_CHECKPOINT_KEY), and
+`from_json` unpickles nothing whose signature does not match.
+
 Cold start: until the model has learnt `min_labels` labels, a tenth of them of
 each class, a user is scored by the rule in `churn_features.cold_start_probability`
 (the model still learns meanwhile; the rule is also one of its features).
@@ -12,11 +17,15 @@ each class, a user is scored by the rule in `churn_features.cold_start_probabili
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import math
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
-from river import linear_model, optim
+from river import forest, linear_model, optim
 
 from state.churn_features import CATEGORICAL, NUMERIC, PRIOR, Snapshot, model_inputs
 from state.config import ChurnSpec
@@ -34,7 +43,9 @@ class CheckpointError(ValueError):
 class ChurnModel:
     def __init__(self, spec: ChurnSpec) -> None:
         self.spec = spec
-        self.classifier = _logistic(spec.learning_rate)
+        self.classifier: Any = (
+            _forest() if spec.model == "forest" else _logistic(spec.learning_rate)
+        )
         self.log_horizon = math.log1p(spec.horizon_days)
         self.vocabulary: dict[str, list[str]] = {name: [] for name in CATEGORICAL}
         self.labels = 0
@@ -76,35 +87,58 @@ class ChurnModel:
             x[f"{name}={value if value in self.vocabulary[name] else '(other)'}"] = 1.0
         return x
 
-    def to_json(self) -> dict[str, Any]:
-        lr = self.classifier
-        return {
-            "v": CHECKPOINT_VERSION,
-            "model": self.spec.model,
-            "weights": dict(lr._weights),
-            "intercept": lr.intercept,
-            "iterations": lr.optimizer.n_iterations,
-            "vocabulary": self.vocabulary,
-            "labels": self.labels,
-            "positives": self.positives,
+    def to_json(self, key: bytes | None = None) -> dict[str, Any]:
+        """The checkpoint; `key` signs a forest's pickle (required for a forest)."""
+        data: dict[str, Any] = {
+            "v": CHECKPOINT_VERSION, "model": self.spec.model, "vocabulary": self.vocabulary,
+            "labels": self.labels, "positives": self.positives,
         }  # fmt: skip
+        if self.spec.model == "forest":
+            if not key:
+                raise CheckpointError("a forest checkpoint is signed: no key given")
+            body = pickle.dumps(self.classifier, protocol=pickle.HIGHEST_PROTOCOL)
+            data["pickle"] = base64.b64encode(body).decode()
+            data["hmac_sha256"] = hmac.new(key, body, hashlib.sha256).hexdigest()
+            return data
+        lr = self.classifier
+        data.update(
+            weights=dict(lr._weights), intercept=lr.intercept,
+            iterations=lr.optimizer.n_iterations,
+        )  # fmt: skip
+        return data
 
     @classmethod
-    def from_json(cls, spec: ChurnSpec, data: dict[str, Any]) -> ChurnModel:
+    def from_json(
+        cls, spec: ChurnSpec, data: dict[str, Any], key: bytes | None = None
+    ) -> ChurnModel:
         if data.get("v") != CHECKPOINT_VERSION or data.get("model") != spec.model:
             raise CheckpointError(
                 f"churn model checkpoint v{data.get('v')} {data.get('model')!r}: this version "
                 f"reads v{CHECKPOINT_VERSION} {spec.model!r}"
             )
         model = cls(spec)
-        lr = model.classifier
-        for name, weight in data["weights"].items():
-            lr._weights[name] = weight
-        lr.intercept = data["intercept"]
-        lr.optimizer.n_iterations = data["iterations"]
+        if spec.model == "forest":
+            body = base64.b64decode(data["pickle"])
+            signature = hmac.new(key or b"", body, hashlib.sha256).hexdigest()
+            if not key or not hmac.compare_digest(signature, str(data.get("hmac_sha256"))):
+                raise CheckpointError(
+                    "churn forest checkpoint: its signature does not match "
+                    "OPSPULSE_CHECKPOINT_KEY; not unpickled"
+                )
+            model.classifier = pickle.loads(body)  # noqa: S301 (ours, signed, checked above)
+        else:
+            lr = model.classifier
+            for name, weight in data["weights"].items():
+                lr._weights[name] = weight
+            lr.intercept = data["intercept"]
+            lr.optimizer.n_iterations = data["iterations"]
         model.vocabulary = {name: list(data["vocabulary"].get(name, [])) for name in CATEGORICAL}
         model.labels, model.positives = data["labels"], data["positives"]
         return model
+
+
+def _forest() -> Any:
+    return forest.ARFClassifier(n_models=10, seed=42)
 
 
 def _logistic(learning_rate: float) -> linear_model.LogisticRegression:

@@ -123,7 +123,7 @@ class AlertSpec:
         return settings
 
 
-CHURN_MODELS = ("logistic",)
+CHURN_MODELS = ("logistic", "forest")
 
 
 @dataclass(frozen=True)

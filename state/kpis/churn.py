@@ -271,23 +271,24 @@ class ChurnLearner:
 
     # -- committed state ----------------------------------------------------------------
 
-    def take_changed(self) -> dict[str, Any] | None:
-        """The learner's state to commit, if it changed since the last call."""
+    def take_changed(self, key: bytes | None = None) -> dict[str, Any] | None:
+        """The learner's state to commit, if it changed since the last call (`key`
+        signs a forest's checkpoint)."""
         if not self.dirty:
             return None
         self.dirty = False
-        return self.to_json()
+        return self.to_json(key)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, key: bytes | None = None) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
             "next_day": self.next_day,
             "base_labels": self.base_labels,
             "losses": self.losses,
-            "model": self.model.to_json(),
+            "model": self.model.to_json(key),
         }
 
-    def restore(self, data: dict[str, Any] | None) -> None:
+    def restore(self, data: dict[str, Any] | None, key: bytes | None = None) -> None:
         """Resume from a committed state (None: nothing committed yet) and rebuild the
         indexes from the user records already restored into the fold."""
         if data is not None:
@@ -296,7 +297,7 @@ class ChurnLearner:
             self.next_day = data["next_day"]
             self.base_labels = list(data["base_labels"])
             self.losses = list(data.get("losses", []))
-            self.model = ChurnModel.from_json(self.spec, data["model"])
+            self.model = ChurnModel.from_json(self.spec, data["model"], key)
         self.touched.clear()
         self.recent.clear()
         self.due.clear()

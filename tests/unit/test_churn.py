@@ -291,3 +291,75 @@ def test_adwin_flags_a_day_whose_losses_moved_and_not_a_steady_one():
         + [round(rng.uniform(1.5, 2.5) * 1e6) for _ in range(100)]
     )
     assert not learner._drifted(100)
+
+
+def test_forest_checkpoint_is_signed_and_nothing_unsigned_is_unpickled():
+    spec = ChurnSpec(model="forest", min_labels=10)
+    rng = random.Random(1)
+    model = ChurnModel(spec)
+    rows = [[rng.random() * 5 for _ in NUMERIC] + [rng.choice("abc"), "x"] for _ in range(120)]
+    for row in rows[:80]:
+        model.learn(row, rng.random() < row[0] / 5)
+    with pytest.raises(CheckpointError):
+        model.to_json()  # a forest checkpoint needs a key
+    saved = model.to_json(b"k1")
+    copy = ChurnModel.from_json(spec, orjson.loads(orjson.dumps(saved)), b"k1")
+    for row in rows[80:]:
+        assert copy.predict(row) == model.predict(row)
+    for key in (None, b"k2"):
+        with pytest.raises(CheckpointError, match="signature"):
+            ChurnModel.from_json(spec, saved, key)
+    import base64
+
+    tampered = bytearray(base64.b64decode(saved["pickle"]))
+    tampered[len(tampered) // 2] ^= 1
+    forged = {**saved, "pickle": base64.b64encode(bytes(tampered)).decode()}
+    with pytest.raises(CheckpointError, match="signature"):
+        ChurnModel.from_json(spec, forged, b"k1")
+
+
+async def test_a_forest_partition_commits_in_pieces_and_resumes_identically(monkeypatch):
+    """The forest's state (MBs of pickle) goes to the state topic in pieces with a
+    digest; restored, the partition goes on as if never stopped; a corrupt piece is
+    refused."""
+    monkeypatch.setenv("OPSPULSE_CHECKPOINT_KEY", "test-key")
+    spec = GeneratorSpec(seed=9, days=9, new_users_per_day=25)
+    items = sorted(
+        ((t, parse_event(line, max_bytes=1 << 20, now_ms=1 << 62)) for t, line in generate(spec)
+         if t in ("clicks", "orders")),
+        key=lambda item: item[1].ts,
+    )  # fmt: skip
+    config = Config.from_mapping(
+        {"allowed_lateness": "1d", "churn": {"horizon": "2d", "model": "forest", "min_labels": 20}}
+    )
+    store = PartitionStore("unused:9092", "t", 0, config)
+    sources = [("clicks", 0), ("orders", 0)]
+    straight, first = Fold(config, sources), Fold(config, sources)
+    half = len(items) // 2
+
+    def feed(fold, chunk):
+        for topic in ("clicks", "orders"):
+            fold.apply_batch([(e.user_id, e) for t, e in chunk if t == topic], (topic, 0))
+
+    for i in range(0, len(items), 400):
+        for fold in (straight, first) if i < half else (straight,):
+            feed(fold, items[i : i + 400])
+    out = Outgoing()
+    store.collect(first, {"clicks": 1}, out)
+    latest = {key: value for topic, _, key, value, _ in out.records if topic == "t.state"}
+    header = orjson.loads(latest[b"c"])
+    assert header["chunks"] > 1 and all(b"c/%d" % i in latest for i in range(header["chunks"]))
+    restored = Fold(config, sources)
+    PartitionStore("unused:9092", "t", 0, config).restore(restored, latest)
+    for i in range(half - half % 400, len(items), 400):
+        feed(restored, items[i : i + 400])
+    assert restored.churn.model.labels == straight.churn.model.labels > 20
+    day = straight.stream_day()
+    for user_id in list(straight.users)[:200]:
+        assert restored.churn.score(restored.users[user_id], day) == straight.churn.score(
+            straight.users[user_id], day
+        )
+    corrupt = dict(latest)
+    corrupt[b"c/0"] = b"x" + corrupt[b"c/0"][1:]
+    with pytest.raises(ValueError, match="corrupt"):
+        PartitionStore("unused:9092", "t", 0, config).restore(Fold(config, sources), corrupt)
