@@ -28,6 +28,7 @@ from state.alerting import (
     AlertState,
     RateRule,
     Series,
+    Verdict,
     bucket_end_ms,
     judge,
     step,
@@ -42,11 +43,22 @@ STATE_VERSION = 1
 
 
 VOLUME_MIN_DROP = 0.3  # a volume rule needs the attempts 30% under their usual count
+# A sustained rule judges 2 hours for a drop of 2 points (small shifts that last):
+# the same test as the others, day-to-day variation and all, over a longer window
+# (what a CUSUM was meant to catch; CUSUM itself false-alarmed, README).
+SUSTAINED = ":sustained"
+SUSTAINED_WINDOW_MS = 2 * 3_600_000
+SUSTAINED_MIN_EFFECT = 0.02
+# Judged every 5 minutes over 2 hours, a day a little off its usual rate fails many
+# windows in a row: at alpha 1e-5 two of five simulated 30-day runs fired; 1e-6, none.
+SUSTAINED_ALPHA = 1e-6
 
 
 def default_rules(config: Config) -> list[tuple[RateRule, str]]:
-    """Per watched step pair A → B a drop rule on its conversion, and per distinct A a
-    volume rule on its attempts (no data), each with the table prefix it reads; each
+    """Per watched step pair A → B a drop rule on its conversion over `alerts.window`
+    and a sustained one over 2 hours for 2-point drops (`<pair>:sustained`), per
+    distinct A a volume rule on its attempts (no data), and one on paid orders, each
+    with the table prefix it reads; each
     with `[alerts]`'s settings and its own `[alerts.rules."<name>"]` overrides (a
     volume rule's `min_effect` is its relative drop, VOLUME_MIN_DROP unless set)."""
     spec = config.alerts
@@ -57,6 +69,10 @@ def default_rules(config: Config) -> list[tuple[RateRule, str]]:
         if not settings["enabled"]:
             continue
         own = dict(next((o for n, o in spec.rules if n == name), ()))
+        if name.endswith(SUSTAINED):  # its own defaults, under its own overrides
+            settings["window_ms"] = own.get("window_ms", SUSTAINED_WINDOW_MS)
+            settings["min_effect"] = own.get("min_effect", SUSTAINED_MIN_EFFECT)
+            settings["alpha"] = own.get("alpha", SUSTAINED_ALPHA)
         rules.append((
             RateRule(
                 name=name, metric=metric, window_buckets=settings["window_ms"] // BUCKET_MS,
@@ -81,8 +97,9 @@ def _rule_specs(config: Config) -> list[tuple[str, str, str, bool]]:
     specs: list[tuple[str, str, str, bool]] = []
     volume: dict[tuple[str, str], str] = {}
     for funnel, i, a, b in step_pairs(config):
-        specs.append((f"{funnel}:{a}>{b}", f"step_conversion:{funnel}:{a}>{b}",
-                      table_name(funnel, i), False))  # fmt: skip
+        for suffix in ("", SUSTAINED):
+            specs.append((f"{funnel}:{a}>{b}{suffix}", f"step_conversion:{funnel}:{a}>{b}",
+                          table_name(funnel, i), False))  # fmt: skip
         volume.setdefault((funnel, a), table_name(funnel, i))
     for (funnel, a), table in volume.items():
         specs.append((f"{funnel}:{a}:volume", f"attempts:{funnel}:{a}", table, True))
@@ -107,6 +124,15 @@ class Evaluator:
         }
         self.states = {rule.name: AlertState() for rule, _ in self.rules}
         self.firing: dict[str, dict[str, Any]] = {}
+        # A sustained rule is for drops its pair's fast rule did not catch: it is quiet
+        # while that one fails or fires, and until its window has left the last bucket
+        # the fast one fired at (bucket per fast rule name, saved with the state).
+        self._fast_of = {
+            rule.name: rule.name.removesuffix(SUSTAINED)
+            for rule, _ in self.rules
+            if rule.name.endswith(SUSTAINED) and rule.name.removesuffix(SUSTAINED) in self.states
+        }
+        self.last_firing: dict[str, int] = {}
         self.next_bucket: int | None = None
         self._targets: dict[str, Any] = {}
 
@@ -124,7 +150,14 @@ class Evaluator:
             self._load(partials, bucket)
             for rule, _ in self.rules:
                 verdict = judge(rule, self.series[rule.name], bucket)
+                fast = self._fast_of.get(rule.name)
+                if fast is not None and verdict.failing and self._covered(fast, rule, bucket):
+                    verdict = Verdict(
+                        False, verdict.value, verdict.baseline, verdict.p_value, verdict.attempts
+                    )
                 record = step(rule, self.states[rule.name], verdict, bucket_end_ms(bucket))
+                if self.states[rule.name].firing:
+                    self.last_firing[rule.name] = bucket
                 if record is not None:
                     records.append(record)
                     if record["state"] == "firing":
@@ -135,6 +168,13 @@ class Evaluator:
                 self._forget(bucket - KEEP_DAYS * DAY_BUCKETS)
         self.next_bucket = max(self.next_bucket, last + 1)
         return records
+
+    def _covered(self, fast: str, rule: RateRule, bucket: int) -> bool:
+        """Whether the fast rule `fast` is on (or was, within `rule`'s window)."""
+        state = self.states[fast]
+        last = self.last_firing.get(fast)
+        recent = last is not None and bucket - last < rule.window_buckets + rule.pending
+        return state.firing or state.failing_run > 0 or recent
 
     def open_alerts(self) -> list[dict[str, Any]]:
         return [self.firing[name] for name in sorted(self.firing)]
@@ -149,6 +189,7 @@ class Evaluator:
                 for name, st in sorted(self.states.items())
             },
             "firing": self.firing,
+            "last_firing": self.last_firing,
         }  # fmt: skip
 
     def restore(self, data: dict[str, Any], partials: Sequence[Partials]) -> None:
@@ -162,6 +203,9 @@ class Evaluator:
                     saved["firing"], saved["failing_run"], saved["passing_run"], saved["dims"]
                 )
         self.firing = {k: v for k, v in data["firing"].items() if k in self.states}
+        self.last_firing = {
+            k: v for k, v in data.get("last_firing", {}).items() if k in self.states
+        }  # absent before sustained rules
         self.next_bucket = data["next_bucket"]
         if self.next_bucket is not None:
             first = self.next_bucket - KEEP_DAYS * DAY_BUCKETS

@@ -5,9 +5,10 @@ same records, equal to judging the merged series bucket by bucket by hand."""
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_alerting import START, simulate
+from test_alerting import START, run, simulate
 
 from state.alert_evaluator import Evaluator
 from state.alerting import BUCKET_MS, DAY_BUCKETS, AlertState, bucket_end_ms, judge, step
@@ -15,7 +16,10 @@ from state.config import AlertSpec, Config
 from state.kpis.alert_rates import OUTCOME_WINDOW_MS, table_name
 from state.partials import Partials
 
-CONFIG = Config(alerts=AlertSpec(pairs=("purchase:checkout>order_paid",)))
+# The reference judges each rule on its own: the sustained rule, which defers to the
+# fast one, is off here and checked in the tests at the end.
+NO_SUSTAINED = (("purchase:checkout>order_paid:sustained", (("enabled", False),)),)
+CONFIG = Config(alerts=AlertSpec(pairs=("purchase:checkout>order_paid",), rules=NO_SUSTAINED))
 DAYS = 9  # 7 baseline days, then the incident day
 INCIDENT = START + (DAYS - 1) * DAY_BUCKETS + 19 * 12  # last day, 19:00, 30 minutes
 
@@ -112,6 +116,7 @@ def test_state_of_an_unknown_version_is_refused():
 
 
 def rules_config(rules):
+    rules = {"purchase:checkout>order_paid:sustained": {"enabled": False}, **rules}
     return Config.from_mapping(
         {"alerts": {"pairs": ["purchase:checkout>order_paid"], "rules": rules}}
     )
@@ -144,8 +149,46 @@ def test_a_rule_the_config_does_not_have_is_refused_with_the_known_names():
 
     with pytest.raises(
         ConfigError,
-        match=r'alerts.rules."purchase:checkout>paid": no such rule \(rules: purchase:checkout>order_paid, purchase:checkout:volume, orders:volume\)',
+        match=r'alerts.rules."purchase:checkout>paid": no such rule \(rules: purchase:checkout>order_paid, purchase:checkout>order_paid:sustained, purchase:checkout:volume, orders:volume\)',
     ):
         rules_config({"purchase:checkout>paid": {"enabled": False}})
     with pytest.raises(ConfigError, match="min_attempts"):
         rules_config({"purchase:checkout>order_paid": {"min_attempts": 0}})
+
+
+def test_the_sustained_rule_stays_quiet_while_the_fast_one_has_the_incident():
+    """The reference incident with every default rule: the fast rule fires and resolves,
+    its 2-hour companion never fires (it defers while its window holds the incident)."""
+    config = Config(alerts=AlertSpec(pairs=("purchase:checkout>order_paid",)))
+    records = Evaluator(config).advance(PARTS, END_MS)
+    assert records == EXPECTED
+
+
+def test_a_small_drop_that_lasts_fires_the_sustained_rule_only():
+    """Every device converts 5 points less from 17:00 for 4 hours on the last day: too
+    small for the 15-minute rule (~150 attempts, days varying by 1 point), caught over
+    2 hours, resolved once it is over."""
+    shift = START + (DAYS - 1) * DAY_BUCKETS + 17 * 12
+
+    def rate(device, b, day_rate):
+        return day_rate - 0.05 if shift <= b < shift + 48 else day_rate
+
+    parts = as_partials(simulate(DAYS, seed=2, rate=rate))
+    config = Config(alerts=AlertSpec(pairs=("purchase:checkout>order_paid",)))
+    records = Evaluator(config).advance(parts, END_MS)
+    assert [(r["key"], r["state"]) for r in records] == [
+        ("purchase:checkout>order_paid:sustained", "firing"),
+        ("purchase:checkout>order_paid:sustained", "resolved"),
+    ], records
+    fired = (records[0]["ts"] - bucket_end_ms(shift)) / 60_000
+    assert 60 <= fired <= 180, fired  # measured: 145 minutes
+    assert records[0]["value"] < records[0]["baseline"] - 0.02
+    assert records[1]["ts"] >= bucket_end_ms(shift + 48)
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9, 10, 11])
+def test_thirty_clean_days_fire_no_sustained_alert(seed):
+    rule = next(r for r, _ in Evaluator(Config()).rules if r.name.endswith(":sustained"))
+    assert (rule.window_buckets, rule.min_effect, rule.alpha) == (24, 0.02, 1e-6)
+    series = simulate(30, seed=seed)
+    assert run(series, START + 7 * DAY_BUCKETS, START + 30 * DAY_BUCKETS - 1, rule=rule) == []
