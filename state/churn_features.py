@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from state.kpis.segments import money_as_of
 from state.partials import Effect
 from state.user import active_bits_between, last_active_day
 
@@ -130,18 +131,10 @@ def _bit(bits: int, base: int, day: int) -> bool:
 
 def _money_as_of(user: UserState, day: int) -> tuple[int, int, int | None]:
     """Paid orders, net cents and the last paid day, counting days up to `day`."""
-    paid, cents, last_paid = user.money_base
-    paid, cents = paid or 0, cents or 0
     if user.money is None:  # a record from before the money per day: totals only
         return user.orders_paid, user.revenue_cents, None
-    for d, p, c in user.money:
-        if d > day:
-            break
-        paid += p
-        cents += c
-        if p:
-            last_paid = d
-    return paid, cents, last_paid
+    paid, cents, last_paid, _ = money_as_of(user.money, user.money_base, day)
+    return paid or 0, cents or 0, last_paid
 
 
 class ChurnSignals:

@@ -90,17 +90,7 @@ class History:
         first = self.first_day
         if first is None or day < first:
             return (), None
-        paid, cents, last_paid = self.base
-        window = 0
-        for d, p, c in self.money:
-            if d > day:
-                break
-            paid += p
-            cents += c
-            if p:
-                last_paid = d
-                if d > day - REPURCHASE_DAYS:
-                    window += p
+        paid, cents, last_paid, window = money_as_of(self.money, self.base, day)
         idle = day - self.last_active(day)  # type: ignore[operator]  # first day is active
         growth, high = rules.ltv_tier_cents
         tier = None if not paid else 0 if cents < growth else 1 if cents < high else 2
@@ -122,7 +112,7 @@ class History:
             slots: Slots = (stage, NO_PURCHASE_SLOT)
         else:
             segment = (
-                (day - last_paid > rules.rfm_recency_days) << 2
+                (day - last_paid > rules.rfm_recency_days) << 2  # type: ignore[operator]  # paid
                 | (paid < rules.rfm_frequency) << 1
                 | (cents < rules.rfm_monetary_cents)
             )
@@ -163,6 +153,25 @@ class History:
         if self.base[2] is not None:
             days.add(self.base[2] + leaves_recency)
         return sorted(d for d in days if d >= start)
+
+
+def money_as_of(
+    money: list[list[int]], base: list[Any], day: int
+) -> tuple[int, int, int | None, int]:
+    """Paid orders, net cents, the last paid day, and paid orders in the last
+    `REPURCHASE_DAYS` days, counting the days up to `day` (`money` per day over `base`)."""
+    paid, cents, last_paid = base
+    window = 0
+    for d, p, c in money:
+        if d > day:
+            break
+        paid += p
+        cents += c
+        if p:
+            last_paid = d
+            if d > day - REPURCHASE_DAYS:
+                window += p
+    return paid, cents, last_paid, window
 
 
 def schedule_deltas(
