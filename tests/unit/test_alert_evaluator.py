@@ -156,11 +156,20 @@ def test_a_rule_the_config_does_not_have_is_refused_with_the_known_names():
         rules_config({"purchase:checkout>order_paid": {"min_attempts": 0}})
 
 
+SUSTAINED_ON = Config.from_mapping({"alerts": {
+    "pairs": ["purchase:checkout>order_paid"],
+    "rules": {"purchase:checkout>order_paid:sustained": {"enabled": True}},
+}})  # fmt: skip
+
+
+def test_sustained_rules_are_off_unless_enabled():
+    assert not any(r.name.endswith(":sustained") for r, _ in Evaluator(Config()).rules)
+
+
 def test_the_sustained_rule_stays_quiet_while_the_fast_one_has_the_incident():
     """The reference incident with every default rule: the fast rule fires and resolves,
     its 2-hour companion never fires (it defers while its window holds the incident)."""
-    config = Config(alerts=AlertSpec(pairs=("purchase:checkout>order_paid",)))
-    records = Evaluator(config).advance(PARTS, END_MS)
+    records = Evaluator(SUSTAINED_ON).advance(PARTS, END_MS)
     assert records == EXPECTED
 
 
@@ -174,8 +183,7 @@ def test_a_small_drop_that_lasts_fires_the_sustained_rule_only():
         return day_rate - 0.05 if shift <= b < shift + 48 else day_rate
 
     parts = as_partials(simulate(DAYS, seed=2, rate=rate))
-    config = Config(alerts=AlertSpec(pairs=("purchase:checkout>order_paid",)))
-    records = Evaluator(config).advance(parts, END_MS)
+    records = Evaluator(SUSTAINED_ON).advance(parts, END_MS)
     assert [(r["key"], r["state"]) for r in records] == [
         ("purchase:checkout>order_paid:sustained", "firing"),
         ("purchase:checkout>order_paid:sustained", "resolved"),
@@ -188,7 +196,7 @@ def test_a_small_drop_that_lasts_fires_the_sustained_rule_only():
 
 @pytest.mark.parametrize("seed", [7, 8, 9])  # 10 and 11 too when alpha was chosen
 def test_thirty_clean_days_fire_no_sustained_alert(seed):
-    rule = next(r for r, _ in Evaluator(Config()).rules if r.name.endswith(":sustained"))
+    rule = next(r for r, _ in Evaluator(SUSTAINED_ON).rules if r.name.endswith(":sustained"))
     assert (rule.window_buckets, rule.min_effect, rule.alpha) == (24, 0.02, 1e-6)
     series = simulate(30, seed=seed)
     assert run(series, START + 7 * DAY_BUCKETS, START + 30 * DAY_BUCKETS - 1, rule=rule) == []
