@@ -84,6 +84,7 @@ def default_rules(config: Config) -> list[tuple[RateRule, str]]:
                 min_effect=own.get("min_effect", VOLUME_MIN_DROP) if volume
                 else settings["min_effect"],
                 alpha=settings["alpha"], statistic="volume" if volume else "rate",
+                direction=settings["direction"],
                 amount=amount,
             ),
             table,

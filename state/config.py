@@ -108,14 +108,14 @@ class AlertSpec:
     grace_ms: int = 2 * 60_000
     # Per rule name, settings that replace the ones above (`[alerts.rules."<name>"]`):
     # (name, ((key, value), ...)) with keys enabled, window_ms, min_attempts, min_effect,
-    # alpha. A tuple so the spec stays hashable.
+    # alpha, direction. A tuple so the spec stays hashable.
     rules: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
     def rule(self, name: str) -> dict[str, Any]:
         """The settings of one rule: the table's, with that rule's overrides."""
         settings: dict[str, Any] = {
             "enabled": True, "window_ms": self.window_ms, "min_attempts": self.min_attempts,
-            "min_effect": self.min_effect, "alpha": self.alpha,
+            "min_effect": self.min_effect, "alpha": self.alpha, "direction": "drop",
         }  # fmt: skip
         for rule_name, overrides in self.rules:
             if rule_name == name:
@@ -266,18 +266,20 @@ class Config:
             from state.alert_evaluator import rule_names  # it reads the config
 
             names = rule_names(config)
-            for name, _ in config.alerts.rules:
+            for name, overrides in config.alerts.rules:
                 if name not in names:
                     raise ConfigError(
                         f'alerts.rules."{name}": no such rule (rules: {", ".join(names)})'
                     )
+                if name.endswith(":volume") and dict(overrides).get("direction") == "rise":
+                    raise ConfigError(f'alerts.rules."{name}".direction: volume rules watch drops')
         return config
 
 
 def _alerts(value: Any) -> AlertSpec:
     """`[alerts] pairs = ["purchase:checkout>order_paid"], window = "15m", min_attempts,
     min_effect, alpha, grace = "2m"`, and per rule `[alerts.rules."<name>"] enabled,
-    window, min_attempts, min_effect, alpha`."""
+    window, min_attempts, min_effect, alpha, direction`."""
     known = {"pairs", "window", "min_attempts", "min_effect", "alpha", "grace", "rules"}
     if not isinstance(value, dict) or set(value) - known:
         raise ConfigError(f"alerts: expected a table with {', '.join(sorted(known))}")
@@ -296,7 +298,7 @@ def _alerts(value: Any) -> AlertSpec:
     overrides = []
     for name, table in rules.items():
         key = f'alerts.rules."{name}"'
-        rule_keys = {"enabled", "window", "min_attempts", "min_effect", "alpha"}
+        rule_keys = {"enabled", "window", "min_attempts", "min_effect", "alpha", "direction"}
         if not isinstance(table, dict) or set(table) - rule_keys:
             raise ConfigError(f"{key}: expected a table with {', '.join(sorted(rule_keys))}")
         settings = _alert_settings(table, key)
@@ -304,6 +306,10 @@ def _alerts(value: Any) -> AlertSpec:
             if not isinstance(table["enabled"], bool):
                 raise ConfigError(f"{key}.enabled: expected true or false")
             settings["enabled"] = table["enabled"]
+        if "direction" in table:
+            if table["direction"] not in ("drop", "rise"):
+                raise ConfigError(f"{key}.direction: expected 'drop' or 'rise'")
+            settings["direction"] = table["direction"]
         overrides.append((name, tuple(sorted(settings.items()))))
     kwargs["rules"] = tuple(overrides)
     return AlertSpec(**kwargs)

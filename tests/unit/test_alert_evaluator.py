@@ -142,6 +142,16 @@ def test_each_rule_takes_its_own_settings_from_the_config():
     assert len(fired) > len(EXPECTED) and {r["state"] for r in fired} == {"firing", "resolved"}
 
 
+def test_a_rule_can_watch_rises_instead():
+    """Set to "rise", the step rule ignores the reference drop; a surge fires it."""
+    rise = rules_config({"purchase:checkout>order_paid": {"direction": "rise"}})
+    assert [r.direction for r, _ in Evaluator(rise).rules] == ["rise", "drop", "drop"]
+    assert Evaluator(rise).advance(PARTS, END_MS) == []
+    surge = as_partials(simulate(DAYS, incident=(INCIDENT, 6, "*", 0.97)))
+    fired = Evaluator(rise).advance(surge, END_MS)
+    assert [r["state"] for r in fired] == ["firing", "resolved"] and "rose" in fired[0]["detail"]
+
+
 def test_a_rule_the_config_does_not_have_is_refused_with_the_known_names():
     import pytest
 
@@ -152,6 +162,8 @@ def test_a_rule_the_config_does_not_have_is_refused_with_the_known_names():
         match=r'alerts.rules."purchase:checkout>paid": no such rule \(rules: purchase:checkout>order_paid, purchase:checkout>order_paid:sustained, purchase:checkout:volume, orders:volume\)',
     ):
         rules_config({"purchase:checkout>paid": {"enabled": False}})
+    with pytest.raises(ConfigError, match="volume rules watch drops"):
+        rules_config({"purchase:checkout:volume": {"direction": "rise"}})
     with pytest.raises(ConfigError, match="min_attempts"):
         rules_config({"purchase:checkout>order_paid": {"min_attempts": 0}})
 
