@@ -88,6 +88,7 @@ class PartitionStore:
         self.label: int | str = f"spend-{partition}" if spend else partition
         self.spend = spend
         self._churn_pieces = 0  # pieces of the last churn state written or read
+        self._checkpoint_key = checkpoint_key()  # signs a churn forest's checkpoint
         self.funnel_names = [f.name for f in config.funnels]
         role = "spend" if spend else "state"
         self.producer = AIOKafkaProducer(
@@ -171,7 +172,7 @@ class PartitionStore:
                 fold.watermarks[(topic, self.partition)] = mark
             fold.restore_horizon()
         if fold.churn is not None:
-            fold.churn.restore(self._churn_state(latest), checkpoint_key())
+            fold.churn.restore(self._churn_state(latest), self._checkpoint_key)
         today = fold.stream_day()
         fold.partials.funnel_since = funnels_since(stored_config, self.config, today)
         fold.partials.retired_funnels = retired_funnels(stored_config, self.config)
@@ -199,7 +200,7 @@ class PartitionStore:
             body = None if due is None else str(due).encode()
             out.add(state, TIMER_PREFIX + f"{kind}/{timer_key}".encode(), body, partition=p)
         if fold.churn is not None:
-            churn = fold.churn.take_changed(checkpoint_key())
+            churn = fold.churn.take_changed(self._checkpoint_key)
             if churn is not None:
                 self._add_churn(orjson.dumps(churn), out)
         topics = self.config.topics

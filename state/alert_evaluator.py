@@ -67,25 +67,23 @@ def default_rules(config: Config) -> list[tuple[RateRule, str]]:
     spec = config.alerts
     rules: list[tuple[RateRule, str]] = []
     for name, metric, table, volume in _rule_specs(config):
-        settings = spec.rule(name)
-        amount = "GMV" if table == ORDERS_TABLE else None
-        own = dict(next((o for n, o in spec.rules if n == name), ()))
-        if name.endswith(SUSTAINED):  # off unless asked for; its own defaults
-            settings["enabled"] = own.get("enabled", False)
-            settings["window_ms"] = own.get("window_ms", SUSTAINED_WINDOW_MS)
-            settings["min_effect"] = own.get("min_effect", SUSTAINED_MIN_EFFECT)
-            settings["alpha"] = own.get("alpha", SUSTAINED_ALPHA)
+        if name.endswith(SUSTAINED):  # off unless asked for, with its own defaults
+            defaults: dict[str, Any] = {
+                "enabled": False, "window_ms": SUSTAINED_WINDOW_MS,
+                "min_effect": SUSTAINED_MIN_EFFECT, "alpha": SUSTAINED_ALPHA,
+            }  # fmt: skip
+        else:
+            defaults = {"min_effect": VOLUME_MIN_DROP} if volume else {}
+        settings = spec.rule(name, defaults)
         if not settings["enabled"]:
             continue
         rules.append((
             RateRule(
                 name=name, metric=metric, window_buckets=settings["window_ms"] // BUCKET_MS,
-                min_attempts=settings["min_attempts"],
-                min_effect=own.get("min_effect", VOLUME_MIN_DROP) if volume
-                else settings["min_effect"],
+                min_attempts=settings["min_attempts"], min_effect=settings["min_effect"],
                 alpha=settings["alpha"], statistic="volume" if volume else "rate",
                 direction=settings["direction"],
-                amount=amount,
+                amount="GMV" if table == ORDERS_TABLE else None,
             ),
             table,
         ))  # fmt: skip

@@ -111,11 +111,13 @@ class AlertSpec:
     # alpha, direction. A tuple so the spec stays hashable.
     rules: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
-    def rule(self, name: str) -> dict[str, Any]:
-        """The settings of one rule: the table's, with that rule's overrides."""
+    def rule(self, name: str, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The settings of one rule: the table's, then the rule kind's `defaults`, then
+        that rule's overrides."""
         settings: dict[str, Any] = {
             "enabled": True, "window_ms": self.window_ms, "min_attempts": self.min_attempts,
             "min_effect": self.min_effect, "alpha": self.alpha, "direction": "drop",
+            **(defaults or {}),
         }  # fmt: skip
         for rule_name, overrides in self.rules:
             if rule_name == name:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from state.alerting import BUCKET_MS, DAY_BUCKETS
-from state.kpis.alert_rates import PREFIX
+from state.kpis.alert_rates import PREFIX, breakdown_tables
 from state.partials import TABLE_EFFECT, Effect, Partials
 
 if TYPE_CHECKING:
@@ -21,14 +21,13 @@ if TYPE_CHECKING:
     from state.user import Context, EventLike, UserState
 
 ORDERS_TABLE = f"{PREFIX}#orders"  # '#': no funnel's tables start so (alert/<funnel>/<i>)
-DIMENSIONS = ("device", "channel", "region")
 
 
 class AlertOrders:
     name = "alert_orders"
 
     def __init__(self) -> None:
-        self._names: dict[tuple[Any, ...], list[str]] = {}  # per raw values, bounded
+        self._names: dict[tuple[Any, ...], list[str]] = {}  # breakdown_tables' cache
 
     def wants(self, event_type: str, ctx: Context) -> bool:
         return event_type == "order_paid"
@@ -40,16 +39,7 @@ class AlertOrders:
             event.device or user.device, event.channel or user.channel,
             event.region or user.region,
         )  # fmt: skip
-        names = self._names.get(raw)
-        if names is None:
-            names = [ORDERS_TABLE]
-            values = ctx.breakdowns
-            if values is not None:
-                for dim, value in zip(DIMENSIONS, raw, strict=True):
-                    if dim in values.dimensions:
-                        names.append("/".join((ORDERS_TABLE, *values.pair(dim, value))))
-            if len(self._names) < 4096:
-                self._names[raw] = names
+        names = breakdown_tables(ORDERS_TABLE, raw, ctx, self._names)
         utc_day, slot = divmod(event.ts // BUCKET_MS, DAY_BUCKETS)
         for name in names:
             effects.append((TABLE_EFFECT, utc_day, name, 2 * slot, 1))

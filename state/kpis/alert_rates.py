@@ -48,6 +48,29 @@ def table_name(funnel: str, index: int, dim: str | None = None, value: str | Non
     return base if dim is None else f"{base}/{dim}/{value}"
 
 
+DIMENSIONS = ("device", "channel", "region")  # the order of the raw values
+
+
+def breakdown_tables(
+    base: str, raw: tuple[Any, ...], ctx: Context, cache: dict[tuple[Any, ...], list[str]]
+) -> list[str]:
+    """`base` and its table per bounded breakdown value of the raw (device, channel,
+    region), `base/<dimension>/<value>`. `cache`: the partition's names per (base, raw
+    values) (the bounded values are per partition, and so is the KPI instance holding
+    it); raw values are unbounded, the cache is not."""
+    names = cache.get((base, *raw))
+    if names is None:
+        names = [base]
+        values = ctx.breakdowns
+        if values is not None:
+            for dim, value in zip(DIMENSIONS, raw, strict=True):
+                if dim in values.dimensions:
+                    names.append("/".join((base, *values.pair(dim, value))))
+        if len(cache) < 4096:
+            cache[(base, *raw)] = names
+    return names
+
+
 class AlertRates:
     name = "alert_rates"
 
@@ -164,22 +187,12 @@ def _count(
     effects: list[Effect],
     _names: dict[tuple[Any, ...], list[str]],
 ) -> None:
-    """`_names`: the partition's table names per (pair, raw values), a cache (the
-    bounded values are per partition, and so is the KPI instance holding it)."""
+    """`_names`: the partition's table names (`breakdown_tables`' cache)."""
     if contribution is None:
         return
     funnel, i, _, _, bucket = key
     succeeded, raw = contribution
-    names = _names.get((funnel, i, *raw))
-    if names is None:
-        names = [table_name(funnel, i)]
-        values = ctx.breakdowns
-        if values is not None:
-            for dim, value in zip(("device", "channel", "region"), raw, strict=True):
-                if dim in values.dimensions:
-                    names.append(table_name(funnel, i, *values.pair(dim, value)))
-        if len(_names) < 4096:  # raw values are unbounded; the cache is not
-            _names[(funnel, i, *raw)] = names
+    names = breakdown_tables(table_name(funnel, i), raw, ctx, _names)
     day, slot = divmod(bucket, DAY_BUCKETS)
     for name in names:
         effects.append((TABLE_EFFECT, day, name, 2 * slot, delta))

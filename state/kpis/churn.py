@@ -26,12 +26,13 @@ for the alerts; README "Churn prediction".) For day d, in order:
 Quality is kept as additive partials keyed by the day labels became known: per
 day the labelled count, positives, the summed log losses of the model and of the
 base rate (each label predicted by the partition's running label mean before
-it), predictions made, days on which ADWIN found the loss changed, and histograms of the scores of positives and negatives
-(3-decimal bins), from which AUC, precision and recall are exact at render.
+it), predictions made, days on which ADWIN found the loss changed, and histograms
+of the scores of positives and negatives (3-decimal bins), from which AUC,
+precision and recall are exact at render.
 
-The model (weights, scaler, vocabulary) and the next day to process are the
-learner's committed state (`to_json`); the indexes over users are rebuilt from
-the records on restore.
+The model (weights, vocabulary), the recent label losses and the next day to
+process are the learner's committed state (`to_json`); the indexes over users are
+rebuilt from the records on restore.
 """
 
 from __future__ import annotations
@@ -178,14 +179,12 @@ class ChurnLearner:
 
     def _process(self, day: int) -> None:
         users = self.fold.users
-        active: list[str] = []
         for user_id in list(self.touched):
             user = users.get(user_id)
             if user is None:
                 self.touched.discard(user_id)
                 continue
             if is_active(user, day):
-                active.append(user_id)
                 self.recent[user_id] = day
             if not _active_after(user, day):
                 self.touched.discard(user_id)
@@ -200,15 +199,11 @@ class ChurnLearner:
         if self.model.labels > learnt and self._drifted(self.model.labels - learnt):
             effects.append((TABLE_EFFECT, day, NAME, DRIFTS, 1))
         horizon = self.spec.horizon_days
+        for user_id in [u for u, last in self.recent.items() if day - last >= horizon]:
+            del self.recent[user_id]
         if day % self.spec.every_days == 0:
             for user_id in sorted(self.recent):
-                if day - self.recent[user_id] >= horizon:
-                    del self.recent[user_id]
-                    continue
                 self._predict(user_id, users[user_id], day, effects)
-        else:
-            for user_id in [u for u, last in self.recent.items() if day - last >= horizon]:
-                del self.recent[user_id]
         if effects:
             self.fold.partials.add(effects)
 
