@@ -71,7 +71,7 @@ def create_app(
     )
     topics = config.topics
     metrics = Metrics(config)
-    pipeline = Pipeline(config, bootstrap_servers(), app_id, metrics=metrics)
+    pipeline = Pipeline(config, bootstrap_servers(), app_id, metrics=metrics, data_dir=data)
     # The re-key topic is co-partitioned with the inputs (same count, same agent), so
     # partition p of all three belongs to the same worker.
     inputs = app.topic(

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -53,8 +54,18 @@ class CommitFailed(RuntimeError):
 class Pipeline:
     """All partitions this worker owns."""
 
-    def __init__(self, config: Config, bootstrap: str, app_id: str, metrics: Any = None) -> None:
+    def __init__(
+        self, config: Config, bootstrap: str, app_id: str, metrics: Any = None,
+        data_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        """`data_dir`: where the local stores of the user partitions go (with
+        `[state] local_store`); None keeps every user in memory."""
         self.config = config
+        self.local_root = (
+            data_dir / "state" / app_id
+            if data_dir is not None and config.state.local_store
+            else None
+        )
         self.bootstrap = bootstrap
         self.app_id = app_id
         self.metrics = metrics
@@ -112,6 +123,13 @@ class Pipeline:
         new = sorted(assigned - set(self.partitions))
         self.recovering.update(new)
         await asyncio.gather(*(self._load(p) for p in new))
+        self._share_cache()
+
+    def _share_cache(self) -> None:
+        """`[state] cache_users` is the worker's: shared by its user partitions."""
+        tables = [r.store.table for r in self.partitions.values() if r.store.table is not None]
+        for table in tables:
+            table.capacity = max(1, self.config.state.cache_users // len(tables))
 
     async def _unchanged_since_commit(self, partitions: list[int]) -> set[int]:
         """Partitions whose group offsets are still those of our last commit: nobody
@@ -146,9 +164,11 @@ class Pipeline:
 
     async def _load(self, p: int) -> None:
         started = time.monotonic()
+        local = None if self.local_root is None or p < 0 else self.local_root / str(p)
         store = PartitionStore(
-            self.bootstrap, self.app_id, kafka_partition(p), self.config, spend=p < 0
-        )
+            self.bootstrap, self.app_id, kafka_partition(p), self.config, spend=p < 0,
+            local_dir=local,
+        )  # fmt: skip
         await store.start()
         fold, offsets = await store.load(self._sources(p))
         runtime = self.partitions[p] = PartitionRuntime(
@@ -159,7 +179,11 @@ class Pipeline:
         self.recovering.discard(p)
         self._ready.setdefault(p, asyncio.Event()).set()
         elapsed = time.monotonic() - started
-        log.info("partition %d recovered: %d users in %.2fs", p, len(fold.users), elapsed)
+        where = "the state topic" if store.local is None else "its local store and the topic's tail"
+        log.info(
+            "partition %d recovered: %d users in %.2fs from %s (%d records read)",
+            p, len(fold.users), elapsed, where, store.records_read,
+        )  # fmt: skip
 
     async def revoke(self, partitions: Iterable[int], *, keep: bool = True) -> None:
         """Commit revoked partitions. aiokafka's eager protocol revokes every

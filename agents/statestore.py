@@ -22,12 +22,14 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents import kafka_security
+from agents.localstore import LocalStore
 from state.codec import decode_day, decode_user, encode_day, encode_user
 from state.compat import (
     breakdowns_since,
@@ -38,6 +40,7 @@ from state.compat import (
 )
 from state.config import Config
 from state.fold import Fold
+from state.user_table import UserTable
 
 log = logging.getLogger("opspulse.state")
 
@@ -78,8 +81,9 @@ class PartitionStore:
     KPI keys `spend-<q>/…`; otherwise partition p of clicks, orders and re-keys."""
 
     def __init__(
-        self, bootstrap: str, app_id: str, partition: int, config: Config, *, spend: bool = False
-    ) -> None:
+        self, bootstrap: str, app_id: str, partition: int, config: Config, *, spend: bool = False,
+        local_dir: Path | None = None,
+    ) -> None:  # fmt: skip
         self.bootstrap = bootstrap
         self.group_id = app_id
         self.partition = partition  # the Kafka partition number of the inputs and state
@@ -101,6 +105,15 @@ class PartitionStore:
             **kafka_security.client_kwargs(),
         )
         self._started = False
+        # The disk tier (agents/localstore.py): users in RocksDB under `local_dir`,
+        # a bounded number decoded in memory.
+        self.local_dir = local_dir
+        self.local: LocalStore | None = None
+        self.table: UserTable | None = None
+        self.cache_users = config.state.cache_users
+        self._taken: set[str] = set()  # users of the transaction being committed
+        self.records_read = 0  # state-topic records the last `load` read
+        self.local_offset = 0  # where the local store's tail starts in the state topic
 
     async def start(self) -> None:
         await self.producer.start()  # init_transactions: fences any previous owner
@@ -110,9 +123,14 @@ class PartitionStore:
         if self._started:
             self._started = False
             await self.producer.stop()
+        if self.local is not None:
+            self.local.close()
+            self.local = None
 
     async def load(self, sources: Iterable[Any]) -> tuple[Fold, dict[str, int]]:
-        """The partition's committed state: its Fold and last applied offset per input topic."""
+        """The partition's committed state: its Fold and last applied offset per input
+        topic. With a local store, only the state topic's tail after its checkpoint is
+        read, and users stay on disk until used."""
         fold = Fold(self.config, sources, churn=not self.spend)
         tp = TopicPartition(self.state_topic, self.partition)
         consumer = AIOKafkaConsumer(
@@ -123,21 +141,51 @@ class PartitionStore:
             **kafka_security.client_kwargs(),
         )
         await consumer.start()
+        latest: dict[bytes, bytes | None] = {}
         try:
             consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
+            beginning = (await consumer.beginning_offsets([tp]))[tp]
             end = (await consumer.end_offsets([tp]))[tp]
-            latest: dict[bytes, bytes | None] = {}
+            local = self.open_local(beginning, end)
+            if local is not None:
+                consumer.seek(tp, self.local_offset)
+            else:
+                await consumer.seek_to_beginning(tp)
             while await consumer.position(tp) < end:
                 batches = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
-                for record in batches.get(tp, []):
-                    latest[record.key] = record.value
+                records = batches.get(tp, [])
+                self.records_read += len(records)
+                if local is not None:
+                    local.apply([(r.key, r.value) for r in records], await consumer.position(tp))
+                else:
+                    for record in records:
+                        latest[record.key] = record.value
         finally:
             await consumer.stop()
+        if self.local is not None:
+            latest = dict(self.local.others())
         offsets = self.restore(fold, latest)
         fold.take_changed()
         fold.partials.take_dirty_days()
         return fold, offsets
+
+    def open_local(self, beginning: int, end: int) -> LocalStore | None:
+        """Open the local store (with `local_dir`); `local_offset` is then where the
+        state topic, holding [beginning, end), must be read from to bring it up to date."""
+        if self.local_dir is None:
+            return None
+        local, start = LocalStore.open(self.local_dir, self.state_topic, self.partition)
+        self.local = local
+        if start is None or not local.check_offsets(start, beginning, end):
+            if start is not None:
+                log.warning(
+                    "partition %d: local store at offset %d, topic holds %d..%d: rebuilding it",
+                    self.partition, start, beginning, end,
+                )  # fmt: skip
+                local.reset()
+            start = beginning
+        self.local_offset = start
+        return local
 
     def restore(self, fold: Fold, latest: dict[bytes, bytes | None]) -> dict[str, int]:
         """Fill `fold` from the latest committed value per state-topic key; returns the
@@ -150,6 +198,14 @@ class PartitionStore:
             check_compatible(stored_config, self.config, self.group_id)
         written = [f["name"] for f in stored_config["funnels"]] if stored_config else None
         names, clock = self.funnel_names, fold.ctx.clock
+        if self.local is not None:
+            self.table = fold.users = UserTable(
+                self.local,
+                lambda raw: decode_user(raw, clock, names, written),
+                self.cache_users,
+                fold.changed,
+                self.local.users,
+            )
         for key, value in latest.items():
             if value is None or key == META_KEY:
                 continue
@@ -187,7 +243,8 @@ class PartitionStore:
         (`Fold.complete_ms`) goes with the partials: the alert evaluator reads it."""
         p = self.partition
         state, kpi = self.state_topic, self.config.topics.kpi
-        for user_id in fold.take_changed():
+        self._taken = fold.take_changed()
+        for user_id in self._taken:
             body = encode_user(fold.users[user_id], self.funnel_names)
             out.add(state, USER_PREFIX + user_id.encode(), body, partition=p)
         for day in sorted(fold.partials.take_dirty_days()):
@@ -267,10 +324,29 @@ class PartitionStore:
                 )
                 for topic, partition, key, value, headers in out.records
             ]
-            await asyncio.gather(*futures)
+            sent = await asyncio.gather(*futures)
             next_offsets = {TopicPartition(t, self.partition): o + 1 for t, o in offsets.items()}
             if next_offsets:
                 await producer.send_offsets_to_transaction(next_offsets, self.group_id)
+        if self.local is not None:
+            self._write_local(out, sent)
+
+    def _write_local(self, out: Outgoing, sent: list[Any]) -> None:
+        """Copy a committed transaction's state records to the local store, then let the
+        user cache evict what the store now holds."""
+        state, local = self.state_topic, self.local
+        assert local is not None
+        records, last = [], None
+        for (topic, _, key, value, _), meta in zip(out.records, sent, strict=True):
+            if topic == state:
+                records.append((key, value))
+                last = meta.offset
+        if last is not None:
+            local.apply(records, last + 1)  # from the offset of the commit marker on
+        if self.table is not None:
+            self.table.written(self._taken)
+            self.table.trim()
+        self._taken = set()
 
 
 def checkpoint_key() -> bytes | None:

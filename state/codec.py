@@ -20,6 +20,7 @@ import orjson
 from state.breakdowns import decode_ledger, encode_ledger
 from state.clock import DayClock
 from state.user import UserState
+from state.user_table import Activity
 
 USER_VERSION = 6  # v4: + breakdown ledger; v5: + activation ts, paid-order instants;
 # v6: + first cart day, money per day (state/kpis/segments.py); later fields are appended
@@ -181,6 +182,14 @@ def decode_user(
         churn_pending=churn[2],
         churn_flagged=churn[3],
     )
+
+
+def peek_activity(data: bytes) -> Activity:
+    """A stored user's active days and pending churn predictions, without decoding the
+    rest (rebuilding the churn indexes over a store of millions of users)."""
+    row: list[Any] = orjson.loads(data)
+    pending = row[31][2] if row[0] == USER_VERSION and len(row) > 31 else []
+    return Activity(row[8], int(row[9], 16), pending)
 
 
 def encode_day(record: dict[str, Any], funnel_names: Sequence[str]) -> dict[str, Any]:

@@ -76,6 +76,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """Where a worker keeps its partitions' users (agents/localstore.py): with
+    `local_store`, in RocksDB under the data directory, at most `cache_users` of them
+    decoded in memory (over all its partitions); otherwise all in memory."""
+
+    local_store: bool = True
+    cache_users: int = 100_000
+
+
+@dataclass(frozen=True)
 class SegmentRules:
     """Thresholds of the classifications "as of the end of day d" (METRICS.md): LTV
     tiers and RFM in cents, lifecycle in days. Fixed numbers, so a user's class never
@@ -196,6 +206,7 @@ class Config:
     experiments: ExperimentSpec = field(default_factory=ExperimentSpec)
     alerts: AlertSpec = field(default_factory=AlertSpec)
     churn: ChurnSpec = field(default_factory=ChurnSpec)
+    state: StateSpec = field(default_factory=StateSpec)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Config:
@@ -204,7 +215,7 @@ class Config:
             "app_id", "timezone", "funnels", "allowed_lateness", "inactive_types",
             "max_message_bytes", "commit_interval", "topics", "thresholds", "limits",
             "breakdowns", "activation", "ltv_tiers", "rfm", "lifecycle", "experiments",
-            "alerts", "churn",
+            "alerts", "churn", "state",
         }  # fmt: skip
         for key in data:
             if key not in known:
@@ -261,6 +272,8 @@ class Config:
             kwargs["alerts"] = _alerts(data["alerts"])
         if "churn" in data:
             kwargs["churn"] = _churn(data["churn"])
+        if "state" in data:
+            kwargs["state"] = _state(data["state"])
         if {"ltv_tiers", "rfm", "lifecycle"} & data.keys():
             kwargs["segments"] = _segments(data)
         config = cls(**kwargs)
@@ -424,6 +437,23 @@ def _thresholds(value: Any) -> Thresholds:
         else:
             raise ConfigError(f"{key}: unknown key")
     return Thresholds(**kwargs)
+
+
+def _state(value: Any) -> StateSpec:
+    """`[state] local_store = true, cache_users = 100000`."""
+    if not isinstance(value, dict):
+        raise ConfigError("state: expected a table")
+    kwargs: dict[str, Any] = {}
+    for k, v in value.items():
+        if k == "local_store":
+            if not isinstance(v, bool):
+                raise ConfigError(f"state.{k}: expected true or false, got {v!r}")
+            kwargs[k] = v
+        elif k == "cache_users":
+            kwargs[k] = _positive_int(v, f"state.{k}")
+        else:
+            raise ConfigError(f"state.{k}: unknown key (known: cache_users, local_store)")
+    return StateSpec(**kwargs)
 
 
 def _limits(value: Any) -> Limits:

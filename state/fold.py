@@ -8,9 +8,10 @@ the allowed lateness is late: counted, not applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
+from typing import Any, Protocol
 
+from state.codec import peek_activity
 from state.config import Config
 from state.kpis.churn import ChurnLearner
 from state.kpis.segments import SegmentChanges
@@ -19,6 +20,7 @@ from state.outbox import Outbox
 from state.partials import Partials
 from state.timers import Timers
 from state.user import Context, EventLike, UserState, apply
+from state.user_table import UserTable
 
 
 def _always(source: Hashable) -> bool:
@@ -51,7 +53,8 @@ class Fold:
         self.config = config
         self.sources = frozenset(sources)
         self.ctx = Context(config)
-        self.users: dict[str, UserState] = {}
+        # A dict, or a UserTable over a local store (agents/localstore.py) in the worker.
+        self.users: MutableMapping[str, UserState] = {}
         self.partials = Partials(funnel_steps=self.ctx.funnel_steps)
         self.watermarks: dict[Hashable, int] = {}
         self.changed: set[str] = set()  # users changed since the last `take_changed`
@@ -211,5 +214,14 @@ class Fold:
 
     def take_changed(self) -> set[str]:
         """Users changed since the last call (to persist once per commit interval)."""
-        changed, self.changed = self.changed, set()
+        changed = set(self.changed)
+        self.changed.clear()  # the same set: a UserTable pins what it holds
         return changed
+
+    def activity(self) -> Iterator[tuple[str, Any]]:
+        """(user id, an object with the user's `base_day`, `active_bits` and
+        `churn_pending`) for every user: stored users are not decoded."""
+        users = self.users
+        if isinstance(users, UserTable):
+            return users.activity(peek_activity)
+        return iter(users.items())

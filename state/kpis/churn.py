@@ -297,7 +297,7 @@ class ChurnLearner:
         self.recent.clear()
         self.due.clear()
         next_day = self.next_day
-        for user_id, user in self.fold.users.items():
+        for user_id, user in self.fold.activity():
             for entry in user.churn_pending:
                 self.due.setdefault(entry[1], set()).add(user_id)
             if user.base_day is None:

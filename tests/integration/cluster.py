@@ -54,6 +54,8 @@ class Cluster:
             f'triggers = "it-{run}.triggers"\nalerts = "it-{run}.alerts"\n'
             f'churn_scores = "it-{run}.churn-scores"\n'
             f"partitions = {partitions}\n"
+            # Few users decoded in memory: most events read their user from the local store.
+            f"[state]\ncache_users = 40\n"
             # Labels within the tests' few days: a 2-day horizon, the model warm at 20.
             f'[churn]\nhorizon = "2d"\nmin_labels = 20\n{extra}'
         )

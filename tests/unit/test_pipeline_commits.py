@@ -20,6 +20,7 @@ class FakeStore:
     """Stands in for PartitionStore: records what each transaction would hold."""
 
     partition = 0  # the Kafka partition number
+    table = None  # users all in memory (no local store)
 
     def __init__(self):
         self.transactions = []  # (records, offsets)
