@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +155,36 @@ class LocalStore:
             if key != CHECKPOINT_KEY:
                 yield key, value
 
+    def records(self) -> Mapping[bytes, bytes | None]:
+        """The records that are not users', read lazily (timers may number millions)."""
+        return _Others(self)
+
     def close(self) -> None:
         try:
             self._db.close()
         except Exception:  # already closed
             pass
+
+
+class _Others(Mapping[bytes, bytes | None]):
+    """A read-only view of a local store's records other than users'."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self._store = store
+
+    def __getitem__(self, key: bytes) -> bytes | None:
+        if key.startswith(USER_PREFIX) or key == CHECKPOINT_KEY:
+            raise KeyError(key)
+        value = self._store.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (key for key, _ in self._store.others())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._store.others())
+
+    def items(self) -> Iterator[tuple[bytes, bytes | None]]:  # type: ignore[override]
+        return self._store.others()

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +163,7 @@ class PartitionStore:
         finally:
             await consumer.stop()
         if self.local is not None:
-            latest = dict(self.local.others())
+            latest = self.local.records()
         offsets = self.restore(fold, latest)
         fold.take_changed()
         fold.partials.take_dirty_days()
@@ -187,7 +187,7 @@ class PartitionStore:
         self.local_offset = start
         return local
 
-    def restore(self, fold: Fold, latest: dict[bytes, bytes | None]) -> dict[str, int]:
+    def restore(self, fold: Fold, latest: Mapping[bytes, bytes | None]) -> dict[str, int]:
         """Fill `fold` from the latest committed value per state-topic key; returns the
         last applied input offsets. Raises ConfigError if the configuration changed
         in a way the stored state cannot follow (state/compat.py)."""
@@ -300,7 +300,7 @@ class PartitionStore:
             out.add(state, CHURN_KEY + b"/%d" % i, None, partition=p)
         self._churn_pieces = len(pieces)
 
-    def _churn_state(self, latest: dict[bytes, bytes | None]) -> dict[str, Any] | None:
+    def _churn_state(self, latest: Mapping[bytes, bytes | None]) -> dict[str, Any] | None:
         raw = latest.get(CHURN_KEY)
         data = orjson.loads(raw) if raw else None
         self._churn_pieces = 0

@@ -511,6 +511,9 @@ def run_bench(args: argparse.Namespace) -> int:
         results["scaling"] = scaling(say)
         results["scaling"].update(asyncio.run(two_workers(args.quick, say)))
         results["scaling"]["one_worker_eps"] = results["pipeline_eps"]
+        from bench.scaling import disk_tier
+
+        results["scaling"].update(disk_tier(say))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

@@ -67,7 +67,7 @@ class Committer:
         local = store.open_local(0, self.offset)
         assert local is not None
         fold = Fold(CONFIG, SOURCES)
-        store.restore(fold, dict(local.others()))
+        store.restore(fold, local.records())
         fold.take_changed()
         fold.partials.take_dirty_days()
         return fold
