@@ -93,11 +93,6 @@ class LocalStore:
             raise LocalStoreError("older than the state topic's tombstone retention")
         return int(checkpoint["offset"])
 
-    def check_offsets(self, offset: int | None, beginning: int, end: int) -> bool:
-        """Whether a copy at `offset` can be brought up to date from a topic partition
-        holding [beginning, end): false if the topic was truncated or recreated."""
-        return offset is not None and beginning <= offset <= end
-
     def reset(self) -> None:
         """Forget everything (the topic will be read from its beginning)."""
         self.close()

@@ -176,7 +176,7 @@ class PartitionStore:
             return None
         local, start = LocalStore.open(self.local_dir, self.state_topic, self.partition)
         self.local = local
-        if start is None or not local.check_offsets(start, beginning, end):
+        if start is None or not beginning <= start <= end:  # else: topic recreated or truncated
             if start is not None:
                 log.warning(
                     "partition %d: local store at offset %d, topic holds %d..%d: rebuilding it",
@@ -204,7 +204,6 @@ class PartitionStore:
                 lambda raw: decode_user(raw, clock, names, written),
                 self.cache_users,
                 fold.changed,
-                self.local.users,
             )
         for key, value in latest.items():
             if value is None or key == META_KEY:

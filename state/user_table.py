@@ -24,6 +24,8 @@ USER_PREFIX = b"u/"
 class EncodedUsers(Protocol):
     """What the table reads users from: encoded records under `u/<user id>`."""
 
+    @property
+    def users(self) -> int: ...  # user records held
     def get(self, key: bytes) -> bytes | None: ...
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
@@ -46,16 +48,14 @@ class UserTable(MutableMapping[str, UserState]):
         decode: Callable[[bytes], UserState],
         capacity: int,
         pinned: set[str],
-        stored: int,
     ) -> None:
-        """`pinned`: ids changed since the last `take` (the fold's changed set, shared);
-        `stored`: how many users the store holds."""
+        """`pinned`: ids changed since the last `Fold.take_changed` (the fold's changed
+        set, shared)."""
         self._store = store
         self._decode = decode
         self.capacity = capacity
         self._pinned = pinned
         self._cache: dict[str, UserState] = {}  # least recently used first
-        self._stored = stored
         self._new: set[str] = set()  # in the cache, not yet in the store
         self.loads = 0  # users decoded from the store (cache misses)
         self._missed: str | None = None  # the last id the store did not hold
@@ -93,7 +93,7 @@ class UserTable(MutableMapping[str, UserState]):
         return isinstance(user_id, str) and self.get(user_id) is not None
 
     def __len__(self) -> int:
-        return self._stored + len(self._new)
+        return self._store.users + len(self._new)
 
     def __iter__(self) -> Iterator[str]:
         """Every user id: the stored ones, then those not yet written."""
@@ -104,9 +104,7 @@ class UserTable(MutableMapping[str, UserState]):
     def written(self, user_ids: set[str]) -> None:
         """The store now holds these users' bytes as taken (call `trim` only after
         this: until then the store holds older bytes of users no longer pinned)."""
-        new = self._new & user_ids
-        self._new -= new
-        self._stored += len(new)
+        self._new -= user_ids
 
     def trim(self) -> int:
         """Evict the least recently used users that the store holds as they are, down
